@@ -1,0 +1,176 @@
+"""Command-line interface: ``aptnn train | predict | evaluate | models``.
+
+Units everywhere: positions and cutoffs in Å, APTs in e with P[ξ,ζ] = ∂M_ξ/∂r_ζ (row = dipole component),
+stored per atom as 9 numbers row-major in the extxyz array ``apt``.
+"""
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from aptnn import __version__
+from aptnn.errors import APTNNError
+
+
+def _run(fn):
+    """Turn aptnn's own errors into one clear line on stderr and exit status 2."""
+    try:
+        return fn()
+    except APTNNError as err:
+        click.echo(f"aptnn: error: {err}", err=True)
+        sys.exit(2)
+
+
+def _threads(n: int | None) -> None:
+    if n:
+        import torch
+
+        torch.set_num_threads(n)
+
+
+def _cell(values: tuple[float, ...] | None):
+    return list(values) if values else None
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="aptnn")
+def main() -> None:
+    """aptnn: learn atomic polar tensors (APTs) with an E(3)-equivariant network and use them for IR spectra.
+
+    Conventions: positions in Å; APT P[ξ,ζ] = ∂M_ξ/∂r_ζ in units of e, 9 numbers per atom row-major in the
+    extxyz per-atom array `apt`.
+    """
+
+
+@main.command()
+@click.argument("train_file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--valid", "valid_file", type=click.Path(exists=True, dir_okay=False),
+              help="Validation frames; without it a seeded fraction of TRAIN_FILE is held out.")
+@click.option("-o", "--output", default="model.pt", show_default=True, help="Checkpoint to write.")
+@click.option("--epochs", default=400, show_default=True, help="Maximum number of epochs.")
+@click.option("--max-time", type=float, default=None, help="Stop after this many minutes (wall) with the best model.")
+@click.option("--lr", default=0.01, show_default=True, help="Adam learning rate.")
+@click.option("--batch-size", default=1, show_default=True, help="Frames per optimiser step.")
+@click.option("--patience", default=10, show_default=True, help="Plateau epochs before lr is multiplied by 0.1.")
+@click.option("--early-stopping", default=40, show_default=True, help="Stop after this many epochs without improvement.")
+@click.option("--valid-fraction", default=0.1, show_default=True, help="Fraction held out when --valid is absent.")
+@click.option("--seed", default=0, show_default=True, help="Seeds torch and numpy (member k uses seed+k).")
+@click.option("--committee", default=1, show_default=True, help="Number of committee members to train.")
+@click.option("--cutoff", default=6.0, show_default=True, help="Neighbour cutoff in Å.")
+@click.option("--channels", default=8, show_default=True, help="Multiplicity of each hidden irrep.")
+@click.option("--layers", default=2, show_default=True, help="Message-passing layers.")
+@click.option("--lmax", default=2, show_default=True, help="Maximum spherical-harmonic degree.")
+@click.option("--no-sum-rule", is_flag=True, help="Do not enforce Σ_i P_i = Q·I (Q = frame charge, info 'charge').")
+@click.option("--float64", is_flag=True, help="Train in double precision (default float32).")
+@click.option("--cell", nargs=3, type=float, default=None, help="Box lengths (Å) for files without a cell (anchor xyz).")
+@click.option("--log", "log_file", default=None, help="Learning-curve CSV (default: OUTPUT with .csv).")
+@click.option("--threads", type=int, default=None, help="torch CPU threads (default: all cores).")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def train(train_file, valid_file, output, epochs, max_time, lr, batch_size, patience, early_stopping,
+          valid_fraction, seed, committee, cutoff, channels, layers, lmax, no_sum_rule, float64, cell,
+          log_file, threads, quiet):
+    """Train an APT model on TRAIN_FILE (extxyz with per-atom `apt`, or anchor xyz; partial labels allowed)."""
+    from pathlib import Path
+
+    from aptnn.io import read_frames
+    from aptnn.train import TrainSettings, train_committee
+
+    def go():
+        _threads(threads)
+        frames = read_frames(train_file, cell=_cell(cell))
+        valid = read_frames(valid_file, cell=_cell(cell)) if valid_file else None
+        settings = TrainSettings(epochs=epochs, max_time=max_time * 60 if max_time else None, lr=lr,
+                                 batch_size=batch_size, patience=patience, early_stopping=early_stopping,
+                                 valid_fraction=valid_fraction, seed=seed,
+                                 dtype="float64" if float64 else "float32")
+        log = log_file or str(Path(output).with_suffix(".csv"))
+        metrics = train_committee(frames, valid, output, settings, committee, log, progress=not quiet,
+                                  source=train_file, valid_source=valid_file or train_file, cutoff=cutoff,
+                                  channels=channels, n_layers=layers, lmax=lmax, sum_rule=not no_sum_rule)
+        for m in metrics:
+            click.echo(f"member {m['member']}: best validation RMSE {m['valid_rmse_e']:.5f} e at epoch "
+                       f"{m['best_epoch']} ({m['epochs_run']} epochs, {m['wall_s'] / 60:.1f} min)")
+        click.echo(f"wrote {output} and learning curve {log}")
+
+    _run(go)
+
+
+@main.command()
+@click.argument("model")
+@click.argument("input_file", type=click.Path(exists=True, dir_okay=False))
+@click.option("-o", "--output", required=True, help="extxyz to write, with per-atom `apt` (and `apt_std`), e.")
+@click.option("--batch-size", default=4, show_default=True, help="Frames per model call.")
+@click.option("--float64", is_flag=True, help="Evaluate in double precision.")
+@click.option("--cell", nargs=3, type=float, default=None, help="Box lengths (Å) for files without a cell.")
+@click.option("--threads", type=int, default=None, help="torch CPU threads (default: all cores).")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def predict(model, input_file, output, batch_size, float64, cell, threads, quiet):
+    """Predict APTs with MODEL (a checkpoint or a shipped model name, e.g. water-rpbe-d3) for INPUT_FILE."""
+    from aptnn.io import read_frames, write_frames
+    from aptnn.predict import APTPredictor
+
+    def go():
+        _threads(threads)
+        predictor = APTPredictor.load(model, dtype="float64" if float64 else "float32")
+        frames = read_frames(input_file, cell=_cell(cell))
+        out = predictor.annotate(frames, batch_size=batch_size, source=input_file, progress=not quiet)
+        write_frames(output, out)
+        click.echo(f"wrote APTs (e) of {len(out)} frame(s) to {output}")
+
+    _run(go)
+
+
+@main.command()
+@click.argument("model")
+@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--plot", default=None, help="Write a parity plot PNG here.")
+@click.option("--json", "json_file", default=None, help="Write the metrics (e) as JSON here.")
+@click.option("--batch-size", default=4, show_default=True, help="Frames per model call.")
+@click.option("--float64", is_flag=True, help="Evaluate in double precision.")
+@click.option("--cell", nargs=3, type=float, default=None, help="Box lengths (Å) for files without a cell.")
+@click.option("--threads", type=int, default=None, help="torch CPU threads (default: all cores).")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def evaluate(model, files, plot, json_file, batch_size, float64, cell, threads, quiet):
+    """Compare MODEL's APTs with the labels in FILES: component RMSE in e, per species and per irrep."""
+    from aptnn.evaluate import format_metrics, metrics, parity_plot
+    from aptnn.frames import APT_KEY
+    from aptnn.io import read_frames
+    from aptnn.predict import APTPredictor
+
+    def go():
+        _threads(threads)
+        predictor = APTPredictor.load(model, dtype="float64" if float64 else "float32")
+        refs, preds = [], []
+        for path in files:
+            frames = read_frames(path, cell=_cell(cell))
+            out = predictor.annotate(frames, batch_size=batch_size, source=path, progress=not quiet)
+            refs += frames
+            preds += [a.arrays[APT_KEY].reshape(-1, 3, 3) for a in out]
+        m = metrics(refs, preds)
+        click.echo(format_metrics(m))
+        if json_file:
+            with open(json_file, "w") as fh:
+                json.dump(m, fh, indent=2)
+        if plot:
+            parity_plot(refs, preds, plot, title=f"{model} on {', '.join(files)}")
+            click.echo(f"wrote parity plot {plot}")
+
+    _run(go)
+
+
+@main.command()
+def models():
+    """List the models shipped inside the package."""
+    from aptnn.model.checkpoint import load_checkpoint, shipped_models
+
+    for name in shipped_models():
+        members, training = load_checkpoint(name)
+        cfg = members[0].config
+        click.echo(f"{name}: species {cfg.species}, cutoff {cfg.cutoff} Å, {len(members)} member(s), "
+                   f"{training.get('description', '')}")
+
+
+if __name__ == "__main__":
+    main()

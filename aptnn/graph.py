@@ -1,0 +1,104 @@
+"""Frames → graph: periodic neighbour lists (vesin, O(N)) and batching of frames into one graph.
+
+Edge e = (i → j) carries the vector r_ij = r_j − r_i + S_e · cell (Å), with integer shifts S_e, so that
+positions may be unwrapped, any (triclinic) cell works and cells smaller than twice the cutoff are handled
+(an atom may see several images of the same neighbour, and its own images).
+Edge vectors are formed in float64 and only then cast to the model's dtype, so large unwrapped coordinates
+lose no precision.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from ase import Atoms
+from vesin import NeighborList
+
+from aptnn.errors import InputError
+
+
+@dataclass
+class FrameGraph:
+    """Neighbour graph of one frame (numpy, float64 vectors)."""
+
+    species: np.ndarray   # (N,) int64, index into the model's species list
+    senders: np.ndarray   # (E,) int64, centre atom i
+    receivers: np.ndarray  # (E,) int64, neighbour atom j
+    vectors: np.ndarray   # (E, 3) float64, r_j − r_i + S·cell in Å
+
+
+@dataclass
+class Batch:
+    """Several frames concatenated into one graph (torch tensors on the model's device)."""
+
+    species: torch.Tensor   # (N,) long
+    senders: torch.Tensor   # (E,) long
+    receivers: torch.Tensor  # (E,) long
+    vectors: torch.Tensor   # (E, 3) model dtype, Å
+    frame: torch.Tensor     # (N,) long, frame index of each atom
+    n_frames: int
+
+    def to(self, device=None, dtype=None) -> "Batch":
+        return Batch(self.species.to(device), self.senders.to(device), self.receivers.to(device),
+                     self.vectors.to(device=device, dtype=dtype), self.frame.to(device), self.n_frames)
+
+
+def species_indices(atoms: Atoms, species: list[int], source: str | None = None,
+                    frame: int | None = None) -> np.ndarray:
+    """Map atomic numbers to indices into ``species``; unknown elements are an :class:`InputError`."""
+    lookup = np.full(max(max(species), int(atoms.numbers.max())) + 1, -1, dtype=np.int64)
+    lookup[np.asarray(species)] = np.arange(len(species))
+    idx = lookup[atoms.numbers]
+    if (idx < 0).any():
+        from ase.data import chemical_symbols
+
+        unknown = sorted({chemical_symbols[z] for z in atoms.numbers[idx < 0]})
+        known = [chemical_symbols[z] for z in species]
+        raise InputError(f"element(s) {unknown} unknown to the model (it knows {known})", source, frame)
+    return idx
+
+
+def neighbour_list(atoms: Atoms, cutoff: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Full neighbour list (both directions) within ``cutoff`` Å: (senders i, receivers j, vectors r_ij)."""
+    positions = np.ascontiguousarray(atoms.get_positions(), dtype=np.float64)
+    pbc = np.asarray(atoms.pbc, dtype=bool)
+    if pbc.any():
+        cell = np.ascontiguousarray(atoms.cell.array, dtype=np.float64)
+        if not pbc.all():
+            # vesin needs a full-rank box even along open directions: any non-periodic vector will do
+            cell = atoms.cell.complete().array.astype(np.float64)
+    else:
+        cell = np.zeros((3, 3))
+    i, j, shifts = NeighborList(cutoff=cutoff, full_list=True).compute(
+        points=positions, box=cell, periodic=pbc if pbc.any() else False, quantities="ijS")
+    i = i.astype(np.int64)
+    j = j.astype(np.int64)
+    vectors = positions[j] - positions[i] + shifts.astype(np.float64) @ cell
+    return i, j, vectors
+
+
+def frame_graph(atoms: Atoms, species: list[int], cutoff: float, source: str | None = None,
+                frame: int | None = None) -> FrameGraph:
+    """Graph of one frame for a model with the given species list and cutoff (Å)."""
+    idx = species_indices(atoms, species, source, frame)
+    i, j, vectors = neighbour_list(atoms, cutoff)
+    return FrameGraph(idx, i, j, vectors)
+
+
+def collate(graphs: list[FrameGraph], dtype: torch.dtype = torch.float32, device="cpu") -> Batch:
+    """Concatenate frame graphs into one :class:`Batch`, offsetting atom indices."""
+    offsets = np.cumsum([0] + [len(g.species) for g in graphs])
+    species = np.concatenate([g.species for g in graphs])
+    senders = np.concatenate([g.senders + o for g, o in zip(graphs, offsets)])
+    receivers = np.concatenate([g.receivers + o for g, o in zip(graphs, offsets)])
+    vectors = np.concatenate([g.vectors for g in graphs])
+    frame = np.repeat(np.arange(len(graphs)), np.diff(offsets))
+    return Batch(
+        species=torch.from_numpy(species).to(device),
+        senders=torch.from_numpy(senders).to(device),
+        receivers=torch.from_numpy(receivers).to(device),
+        vectors=torch.from_numpy(vectors).to(device=device, dtype=dtype),
+        frame=torch.from_numpy(frame).to(device),
+        n_frames=len(graphs),
+    )
