@@ -120,7 +120,20 @@ def build_model(train: list[LabelledFrame], species: list[int], dtype: torch.dty
 def fit(train: list[LabelledFrame], valid: list[LabelledFrame], species: list[int], settings: TrainSettings,
         log_path: str | Path | None = None, progress: bool = True, member: int = 0,
         **model_kwargs) -> tuple[APTNetwork, dict]:
-    """Train one network; returns the best-on-validation model and its metrics (RMSE in e)."""
+    """Train one network; returns the best-on-validation model and its metrics (RMSE in e).
+
+    Deterministic algorithms are switched on while training: multi-threaded scatter-adds on the CPU otherwise
+    sum in a varying order, and identical runs would not give identical models.
+    """
+    was_deterministic = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        return _fit(train, valid, species, settings, log_path, progress, member, **model_kwargs)
+    finally:
+        torch.use_deterministic_algorithms(was_deterministic)
+
+
+def _fit(train, valid, species, settings, log_path, progress, member, **model_kwargs):
     dtype = getattr(torch, settings.dtype)
     seed_everything(settings.seed + member)
     model = build_model(train, species, dtype, **model_kwargs)
