@@ -161,6 +161,55 @@ def evaluate(model, files, plot, json_file, batch_size, float64, cell, threads, 
 
 
 @main.command()
+@click.argument("streams", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("-o", "--output", default="spectrum.csv", show_default=True,
+              help="CSV: wavenumber_cm-1, total (alpha_n_cm-1, or cross_section_cm2 without a volume), ± error, "
+                   "decomposition columns.")
+@click.option("--plot", default=None, help="Also write a PNG plot here.")
+@click.option("--max-lag", default=2000.0, show_default=True, help="Correlation length in fs (resolution ~1/(c·lag)).")
+@click.option("--window", "window_name", default="hann", show_default=True,
+              type=click.Choice(["hann", "hamming", "blackman", "gaussian", "none"]),
+              help="Window applied to the correlation function (w(0) = 1).")
+@click.option("--qcf", default="harmonic", show_default=True,
+              type=click.Choice(["harmonic", "standard", "schofield", "none"]),
+              help="Quantum correction factor; harmonic reproduces the paper's eq. 2.")
+@click.option("--temperature", type=float, default=None, help="K; default: the file's temperature_K.")
+@click.option("--volume", type=float, default=None,
+              help="Å³; default: the file's volume_A3; without any: cross-section per system in cm².")
+@click.option("--series", multiple=True, help="Series averaged into the total (glob, e.g. 'bead*'); "
+              "default total, else centroid.")
+@click.option("--blocks", default=8, show_default=True, help="Time blocks per file for the ± standard error.")
+@click.option("--biased", is_flag=True, help="Divide lag sums by N instead of N − lag.")
+@click.option("--keep-mean", is_flag=True, help="Do not subtract the mean of dM/dt.")
+@click.option("--pad", default=4, show_default=True, help="Zero-padding factor of the correlation (finer grid).")
+@click.option("--no-decompose", is_flag=True, help="Skip the group auto/cross columns.")
+@click.option("--max-wavenumber", default=4500.0, show_default=True, help="Upper limit of the plot (cm⁻¹).")
+def spectrum(streams, output, plot, max_lag, window_name, qcf, temperature, volume, series, blocks, biased,
+             keep_mean, pad, no_decompose, max_wavenumber):
+    """IR spectrum from dM/dt stream files (HDF5; several files = independent trajectories, averaged).
+
+    α(ω)n(ω) = πβ/(3Vcε₀)·(1/2π)∫dt e^{-iωt}⟨Ṁ(0)·Ṁ(t)⟩ in cm⁻¹ (harmonic quantum correction), or the
+    absorption cross-section in cm² for open boundaries. Prints peak positions and the integrated intensity.
+    """
+    from aptnn.spectrum import compute_spectrum
+
+    def go():
+        spec = compute_spectrum(list(streams), max_lag_fs=max_lag, window_name=window_name, qcf=qcf,
+                                temperature_K=temperature, volume_A3=volume, series=list(series) or None,
+                                decompose=not no_decompose, n_blocks=blocks, biased=biased,
+                                remove_mean=not keep_mean, pad=pad)
+        spec.write_csv(output)
+        if plot:
+            spec.plot(plot, title=", ".join(streams), max_wavenumber=max_wavenumber)
+        peaks = ", ".join(f"{p:.0f}" for p in spec.peaks())
+        unit = "cm⁻²" if spec.unit == "cm^-1" else "cm"
+        click.echo(f"{spec.quantity}: peaks at {peaks} cm⁻¹; integrated intensity {spec.integral():.6g} {unit}; "
+                   f"wrote {output}" + (f" and {plot}" if plot else ""))
+
+    _run(go)
+
+
+@main.command()
 def models():
     """List the models shipped inside the package."""
     from aptnn.model.checkpoint import load_checkpoint, shipped_models
