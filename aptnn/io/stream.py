@@ -130,6 +130,25 @@ def read_chunks(path: str | os.PathLike, series: list[str] | None = None, chunk:
             yield t, block
 
 
+def _rewrite_after_crash(path: str) -> None:
+    """Copy the complete frames of a file whose writer was killed into a fresh file at the same path."""
+    tmp = path + ".recover.part"
+    with h5py.File(path, "r", swmr=True) as src, h5py.File(tmp, "w", libver="latest") as dst:
+        n = int(min(src["dMdt"].shape[0], src["time"].shape[0]))
+        for name in ("dMdt", "time"):
+            d = src[name]
+            out = dst.create_dataset(name, shape=(n,) + d.shape[1:], maxshape=(None,) + d.shape[1:],
+                                     dtype=d.dtype, chunks=d.chunks)
+            for s in range(0, n, 1 << 18):
+                out[s:min(n, s + (1 << 18))] = d[s:min(n, s + (1 << 18))]
+            out.attrs.update(dict(d.attrs))
+        for name in src:
+            if name not in ("dMdt", "time"):
+                src.copy(src[name], dst, name)
+        dst.attrs.update(dict(src.attrs))
+    os.replace(tmp, path)
+
+
 def read_time_chunks(path: str | os.PathLike, chunk: int = 1 << 20):
     """Yield the ``time`` dataset (fs) in chunks, up to the last complete frame; NaN is an error."""
     path = str(path)
@@ -192,7 +211,13 @@ class StreamWriter:
             raise InputError(f"cannot resume: file has series {info.series}, not {self.series}", self.path)
         if dt_fs is not None and info.dt_fs is not None and not np.isclose(info.dt_fs, dt_fs):
             raise InputError(f"cannot resume: file has dt {info.dt_fs} fs, not {dt_fs} fs", self.path)
-        self.file = h5py.File(self.path, "a", libver="latest")
+        try:
+            self.file = h5py.File(self.path, "a", libver="latest")
+        except OSError as err:
+            if "consistency flags" not in str(err):
+                raise InputError(f"cannot re-open for appending ({err})", self.path) from None
+            _rewrite_after_crash(self.path)  # a killed writer left the SWMR flag set
+            self.file = h5py.File(self.path, "a", libver="latest")
         self.n_frames = int(min(self.file["dMdt"].shape[0], self.file["time"].shape[0]))
         self.file["dMdt"].resize(self.n_frames, axis=0)  # drop a half-written last chunk
         self.file["time"].resize(self.n_frames, axis=0)

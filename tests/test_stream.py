@@ -1,0 +1,118 @@
+"""The HDF5 dM/dt stream file: schema, units, resume, foreign writers, surviving a killed producer."""
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import h5py
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from aptnn.cli import main
+from aptnn.errors import InputError
+from aptnn.io.stream import StreamWriter, is_stream_file, n_frames, read_chunks, read_info
+
+
+def test_schema_and_units(tmp_path):
+    path = tmp_path / "s.h5"
+    with StreamWriter(path, ["total", "group:O"], dt_fs=0.5, temperature_K=300.0, volume_A3=3842.0,
+                      natoms=384, estimator="velocity", model="water-rpbe-d3 sha256:abc", source="t.h5") as w:
+        w.append([0.0, 0.5], np.ones((2, 2, 3)))
+    with h5py.File(path) as f:
+        assert f["dMdt"].attrs["units"] == "e*angstrom/fs" and f["time"].attrs["units"] == "fs"
+        assert f["dMdt"].maxshape == (None, 2, 3) and f["dMdt"].chunks is not None
+        assert f.attrs["format"] == "aptnn-dmdt" and f.attrs["aptnn_version"]
+    info = read_info(path)
+    assert info.series == ["total", "group:O"] and info.volume_A3 == 3842.0 and info.natoms == 384
+    assert info.estimator == "velocity" and info.model.startswith("water-rpbe-d3")
+    assert is_stream_file(path) and n_frames(path) == 2
+
+
+def test_refuses_to_overwrite_and_resumes(tmp_path):
+    path = tmp_path / "r.h5"
+    with StreamWriter(path, ["total"], dt_fs=1.0) as w:
+        w.append(np.arange(5.0), np.zeros((5, 1, 3)))
+    with pytest.raises(InputError, match="output exists"):
+        StreamWriter(path, ["total"], dt_fs=1.0)
+    with pytest.raises(InputError, match="cannot resume"):
+        StreamWriter(path, ["total", "bead0"], dt_fs=1.0, resume=True)
+    with StreamWriter(path, ["total"], dt_fs=1.0, resume=True) as w:
+        assert w.n_frames == 5
+        w.append(np.arange(5.0, 8.0), np.ones((3, 1, 3)))
+    t, d = next(read_chunks(path))
+    np.testing.assert_array_equal(t, np.arange(8.0))
+    assert d[:5].sum() == 0 and d[5:].sum() == 9
+
+
+def test_file_from_another_program_works(tmp_path):
+    """Only dMdt, time and the series names are required (here as an attribute)."""
+    path = tmp_path / "foreign.h5"
+    rng = np.random.default_rng(0)
+    with h5py.File(path, "w") as f:
+        f["dMdt"] = rng.normal(size=(500, 2, 3))
+        f["time"] = 2.0 * np.arange(500)
+        f.attrs["series"] = ["total", "group:A"]
+    res = CliRunner().invoke(main, ["spectrum", str(path), "-o", str(tmp_path / "s.csv"), "--temperature", "300",
+                                    "--max-lag", "100"])
+    assert res.exit_code == 0, res.output
+    header = (tmp_path / "s.csv").read_text().splitlines()[0].split(",")
+    assert header[:3] == ["wavenumber_cm-1", "cross_section_cm2", "cross_section_cm2_err"]
+    res = CliRunner().invoke(main, ["spectrum", str(path), "-o", str(tmp_path / "s.csv")])
+    assert res.exit_code == 2 and "temperature" in res.output
+
+
+WRITER = textwrap.dedent("""
+    import sys, time, numpy as np
+    from aptnn.io.stream import StreamWriter
+    w = StreamWriter(sys.argv[1], ["total"], dt_fs=1.0, temperature_K=300.0, flush_every=0.05, chunk=64)
+    k = 0
+    while True:
+        w.append(np.arange(k, k + 10, dtype=float), np.full((10, 1, 3), float(k)))
+        k += 10
+        if k == 200:
+            print("ready", flush=True)
+        time.sleep(0.002)
+""")
+
+
+def test_killed_producer_leaves_a_readable_file(tmp_path):
+    path = tmp_path / "killed.h5"
+    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(path)], stdout=subprocess.PIPE, text=True,
+                            env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)))
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        time.sleep(0.3)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    n = n_frames(path)
+    assert n >= 200
+    t, d = next(read_chunks(path, chunk=10**6))
+    np.testing.assert_array_equal(t, np.arange(len(t), dtype=float))  # contiguous, no garbage
+    np.testing.assert_array_equal(d[:, 0, 0], np.repeat(np.arange(0, len(t), 10), 10)[: len(t)])
+    with StreamWriter(path, ["total"], dt_fs=1.0, resume=True) as w:  # and it can be continued
+        start = w.n_frames
+        w.append([float(start)], np.zeros((1, 1, 3)))
+    assert n_frames(path) == start + 1
+
+
+def test_cli_spectrum_with_plot_and_decomposition(tmp_path):
+    rng = np.random.default_rng(1)
+    g = rng.normal(size=(4000, 2, 3))
+    data = np.concatenate([g.sum(1, keepdims=True), g], axis=1)
+    with StreamWriter(tmp_path / "x.h5", ["total", "group:O", "group:H"], dt_fs=0.5, temperature_K=300.0,
+                      volume_A3=3842.0) as w:
+        w.append(0.5 * np.arange(4000), data)
+    res = CliRunner().invoke(main, ["spectrum", str(tmp_path / "x.h5"), "-o", str(tmp_path / "x.csv"),
+                                    "--plot", str(tmp_path / "x.png"), "--max-lag", "200"])
+    assert res.exit_code == 0, res.output
+    assert "peaks at" in res.output and "integrated intensity" in res.output
+    table = np.loadtxt(tmp_path / "x.csv", delimiter=",", skiprows=1)
+    header = (tmp_path / "x.csv").read_text().splitlines()[0].split(",")
+    assert header[1] == "alpha_n_cm-1" and "group:O|group:H [cm^-1]" in header
+    np.testing.assert_allclose(table[:, 3] + table[:, 4] + table[:, 5], table[:, 1],
+                               atol=1e-9 * np.abs(table[:, 1]).max())
+    assert (tmp_path / "x.png").stat().st_size > 10_000
