@@ -179,7 +179,6 @@ def compute_spectrum(paths: list[str], *, max_lag_fs: float = 2000.0, window_nam
     averaged = select_series(first.series, series)
     groups = [s for s in first.series if s.startswith("group:")] if decompose else []
     names = averaged + groups
-    index = {s: first.series.index(s) for s in names}
     pairs = [(k, k) for k in range(len(names))]
     cross = [(a, b) for a in range(len(averaged), len(names)) for b in range(a + 1, len(names))]
     acc = None

@@ -201,7 +201,8 @@ def test_bad_stream_input(tmp_path):
     with pytest.raises(InputError, match=r"frame 60.*|non-uniform") as err:
         compute_spectrum([str(tmp_path / "gap.h5")], max_lag_fs=5)
     assert "frame 60" in str(err.value) and "gap.h5" in str(err.value)
-    y = x.copy(); y[42, 0, 1] = np.nan
+    y = x.copy()
+    y[42, 0, 1] = np.nan
     with pytest.raises(InputError, match="frame 42"):
         compute_spectrum([write(tmp_path / "nan.h5", y)], max_lag_fs=5)
     with h5py.File(tmp_path / "missing.h5", "w") as f:

@@ -4,14 +4,13 @@ All tests use a float64 network with random weights and non-trivial normalisatio
 mean and per-irrep scales), so the normalisation is covered too.
 """
 import numpy as np
-import torch
 import pytest
+import torch
 from ase import Atoms
 from ase.build import make_supercell, molecule
-from e3nn import o3
-
-from helpers import apts
 from conftest import random_network, water_box
+from e3nn import o3
+from helpers import apts
 
 TOL = 1e-5  # e; float64 reaches ~1e-12
 
@@ -105,7 +104,9 @@ def test_open_boundaries_molecule_far_from_origin(net64):
     far.cell = np.eye(3) * 2.0  # a cell that must be ignored because pbc is False
     np.testing.assert_allclose(apts(net64, far), p, atol=1e-4)
     # an isolated molecule is not its periodic image: a big box differs only when images are in range
-    boxed = mol.copy(); boxed.cell = np.eye(3) * 4.0; boxed.pbc = True
+    boxed = mol.copy()
+    boxed.cell = np.eye(3) * 4.0
+    boxed.pbc = True
     assert np.abs(apts(net64, boxed) - p).max() > 1e-4
     boxed.cell = np.eye(3) * 30.0
     np.testing.assert_allclose(apts(net64, boxed), p, atol=1e-10)

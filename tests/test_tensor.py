@@ -3,8 +3,14 @@ import numpy as np
 import torch
 from e3nn import o3
 
-from aptnn.model.tensor import (IRREP_SLICES, apply_sum_rule, change_of_basis, normalisation_stats,
-                                to_cartesian, to_irreps)
+from aptnn.model.tensor import (
+    IRREP_SLICES,
+    apply_sum_rule,
+    change_of_basis,
+    normalisation_stats,
+    to_cartesian,
+    to_irreps,
+)
 
 
 def test_change_of_basis_is_orthonormal_and_round_trips():
@@ -21,7 +27,9 @@ def test_irreducible_parts_are_trace_antisymmetric_and_symmetric_traceless():
     y = to_irreps(p, q)
     iso = to_cartesian(torch.cat([y[:1], torch.zeros(8, dtype=y.dtype)]), q)
     assert torch.allclose(iso, torch.eye(3, dtype=p.dtype) * torch.trace(p) / 3, atol=1e-12)
-    anti = y.clone(); anti[IRREP_SLICES["0e"]] = 0; anti[IRREP_SLICES["2e"]] = 0
+    anti = y.clone()
+    anti[IRREP_SLICES["0e"]] = 0
+    anti[IRREP_SLICES["2e"]] = 0
     assert torch.allclose(to_cartesian(anti, q), (p - p.T) / 2, atol=1e-12)
     # the antisymmetric part must transpose with a sign flip: P and Pᵀ differ exactly in 1e
     yt = to_irreps(p.T, q)

@@ -5,6 +5,8 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from conftest import random_network, water_box
+from helpers import apts
 
 from aptnn.cli import main
 from aptnn.errors import CheckpointError, InputError
@@ -13,8 +15,6 @@ from aptnn.io import read_frames, write_frames
 from aptnn.model.checkpoint import load_checkpoint, save_checkpoint
 from aptnn.predict import APTPredictor
 from aptnn.train import TrainSettings, batch_loss, prepare, train_committee
-from conftest import random_network, water_box
-from helpers import apts
 
 TINY = dict(channels=4, cutoff=4.0)
 

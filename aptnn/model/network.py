@@ -41,7 +41,7 @@ class ModelConfig:
         return asdict(self)
 
     def hidden_irreps(self) -> o3.Irreps:
-        return o3.Irreps([(self.channels, (l, p)) for l in range(self.lmax + 1) for p in (1, -1)])
+        return o3.Irreps([(self.channels, (deg, p)) for deg in range(self.lmax + 1) for p in (1, -1)])
 
 
 class RadialBasis(torch.nn.Module):
