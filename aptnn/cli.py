@@ -67,12 +67,13 @@ def main() -> None:
 @click.option("--no-sum-rule", is_flag=True, help="Do not enforce Σ_i P_i = Q·I (Q = frame charge, info 'charge').")
 @click.option("--float64", is_flag=True, help="Train in double precision (default float32).")
 @click.option("--cell", nargs=3, type=float, default=None, help="Box lengths (Å), anchor xyz.")
+@click.option("--description", default="", help="Free text stored in the checkpoint (shown by `aptnn models`).")
 @click.option("--log", "log_file", default=None, help="Learning-curve CSV (default: OUTPUT with .csv).")
 @click.option("--threads", type=int, default=None, help="torch CPU threads (default: all cores).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def train(train_file, valid_file, output, epochs, max_time, lr, batch_size, patience, early_stopping,
           valid_fraction, seed, committee, cutoff, channels, layers, lmax, no_sum_rule, float64, cell,
-          log_file, threads, quiet):
+          description, log_file, threads, quiet):
     """Train an APT model on TRAIN_FILE (extxyz with per-atom `apt`, or anchor xyz; partial labels allowed)."""
     from pathlib import Path
 
@@ -89,6 +90,7 @@ def train(train_file, valid_file, output, epochs, max_time, lr, batch_size, pati
                                  dtype="float64" if float64 else "float32")
         log = log_file or str(Path(output).with_suffix(".csv"))
         metrics = train_committee(frames, valid, output, settings, committee, log, progress=not quiet,
+                                  description=description,
                                   source=train_file, valid_source=valid_file or train_file, cutoff=cutoff,
                                   channels=channels, n_layers=layers, lmax=lmax, sum_rule=not no_sum_rule)
         for m in metrics:
@@ -225,3 +227,70 @@ def models():
 
 if __name__ == "__main__":
     main()
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("trajectories", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--model", default="water-rpbe-d3", show_default=True, help="Checkpoint path or shipped model name.")
+@click.option("-o", "--output", default=None,
+              help="Stream file (HDF5, dM/dt in e·Å/fs); default TRAJ.dmdt.h5 next to each trajectory.")
+@click.option("--spectrum", "spectrum_csv", default=None, help="Also compute the IR spectrum into this CSV.")
+@click.option("--plot", default=None, help="Spectrum plot PNG (with --spectrum, or alone).")
+@click.option("--stride", default=1, show_default=True, help="Evaluate every K-th frame.")
+@click.option("--groups", multiple=True, help="Extra groups as MDAnalysis selections, NAME=SELECTION "
+              "(e.g. 'water=name O H'); element groups are always written.")
+@click.option("--batch-size", default=8, show_default=True, help="Frames per model call.")
+@click.option("--device", default="cpu", show_default=True, help="torch device: cpu or cuda.")
+@click.option("--format", "fmt", default=None, type=click.Choice(["extxyz", "h5md", "lammpsdump", "ase"]),
+              help="Trajectory format (default: from the file name and content).")
+@click.option("--units", "lammps_units", default="real", show_default=True,
+              help="LAMMPS unit style of dumps (real: Å, fs, Å/fs; metal: Å, ps, Å/ps; si; cgs; electron).")
+@click.option("--timestep", type=float, default=None,
+              help="Time between steps for files without times: fs, or the LAMMPS time unit for dumps.")
+@click.option("--types", default=None, help="Elements of LAMMPS atom types 1, 2, …, e.g. 'O H'.")
+@click.option("--temperature", type=float, default=None,
+              help="K, stored for the spectrum (default: kinetic temperature of the first frame).")
+@click.option("--max-lag", default=2000.0, show_default=True, help="Spectrum correlation length in fs.")
+@click.option("--overwrite", is_flag=True, help="Start the output anew instead of continuing it.")
+@click.option("--threads", type=int, default=None, help="torch CPU threads (default: all cores).")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def post(trajectories, model, output, spectrum_csv, plot, stride, groups, batch_size, device, fmt, lammps_units,
+         timestep, types, temperature, max_lag, overwrite, threads, quiet):
+    """Run the APT model over finished MD trajectories and stream dM/dt to HDF5 (then the IR spectrum).
+
+    TRAJECTORIES: LAMMPS dumps, H5MD, extxyz/ASE files; several files are independent trajectories, each
+    written to its own stream file and averaged in the spectrum. A dM/dt stream file goes straight to the
+    spectrum. Velocities come from the file, else from central differences of positions (every step needed).
+    """
+    from pathlib import Path
+
+    from aptnn.io.stream import is_stream_file
+    from aptnn.io.trajectory import open_trajectory
+    from aptnn.post import PostSettings, run
+    from aptnn.spectrum import compute_spectrum
+
+    def go():
+        _threads(threads)
+        if output and len(trajectories) > 1:
+            raise click.UsageError("-o names one output: give one trajectory, or let outputs be named TRAJ.dmdt.h5")
+        settings = PostSettings(stride=stride, batch_size=batch_size, temperature_K=temperature,
+                                overwrite=overwrite, progress=not quiet)
+        streams = []
+        for path in trajectories:
+            if is_stream_file(path):
+                streams.append(path)
+                continue
+            source = open_trajectory(path, fmt, lammps_units, types.split() if types else None, timestep)
+            out = output or f"{path}.dmdt.h5"
+            streams.append(run([source], model, out, settings, list(groups), device))
+            click.echo(f"wrote {out}")
+        if spectrum_csv or plot:
+            spec = compute_spectrum(streams, max_lag_fs=max_lag, temperature_K=temperature)
+            csv = spectrum_csv or str(Path(plot).with_suffix(".csv"))
+            spec.write_csv(csv)
+            if plot:
+                spec.plot(plot, title=", ".join(trajectories))
+            peaks = ", ".join(f"{p:.0f}" for p in spec.peaks())
+            click.echo(f"{spec.quantity}: peaks at {peaks} cm⁻¹; wrote {csv}" + (f" and {plot}" if plot else ""))
+
+    _run(go)

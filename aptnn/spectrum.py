@@ -206,7 +206,7 @@ def compute_spectrum(paths: list[str], *, max_lag_fs: float = 2000.0, window_nam
     omega, shapes = line_shape(corr, dt, win, pad)
     _, block_shapes = line_shape(block_corr, dt, win, pad)
     scale, quantity = prefactor(temperature, volume)
-    factor = scale * qcf_factor(qcf, omega, temperature)
+    factor = scale * qcf_factor(qcf, omega, temperature) / finite_difference_response(first, omega)
     n_avg = len(averaged)
     total = shapes[:n_avg].mean(0) * factor
     blocks = block_shapes[:, :n_avg].mean(1) * factor
@@ -218,6 +218,17 @@ def compute_spectrum(paths: list[str], *, max_lag_fs: float = 2000.0, window_nam
     for c, (a, b) in enumerate(cross):
         components[f"{names[a]}|{names[b]}"] = shapes[len(pairs) + c] * factor
     return Spectrum(units.omega_to_wavenumber(omega), total, error, quantity, components, nb)
+
+
+def finite_difference_response(info, omega_rad_per_fs: np.ndarray) -> np.ndarray:
+    """sinc²(ωh) power response of central-difference velocities (step h in fs), 1 for velocities from the file.
+
+    The spectrum is divided by it; where it falls below 0.05 (near ω = π/h) it is held at 0.05.
+    """
+    h = info.extra.get("fd_step_fs")
+    if info.extra.get("velocity_source") != "central-difference" or h is None:
+        return np.ones_like(omega_rad_per_fs)
+    return np.maximum(np.sinc(omega_rad_per_fs * float(h) / np.pi) ** 2, 0.05)
 
 
 def _time_step(path: str, info) -> float:

@@ -198,7 +198,7 @@ def split(n: int, fraction: float, seed: int) -> tuple[list[int], list[int]]:
 def train_committee(frames: list[Atoms], valid_frames: list[Atoms] | None, output: str | Path,
                     settings: TrainSettings, committee: int = 1, log_path: str | Path | None = None,
                     progress: bool = True, source: str = "training data", valid_source: str = "validation data",
-                    **model_kwargs) -> list[dict]:
+                    description: str = "", **model_kwargs) -> list[dict]:
     """Train ``committee`` members (seed + k; own seeded split when no validation set) and save them."""
     species = sorted({int(z) for atoms in frames for z in atoms.numbers})
     cutoff = model_kwargs.get("cutoff", ModelConfig.cutoff)
@@ -217,7 +217,7 @@ def train_committee(frames: list[Atoms], valid_frames: list[Atoms] | None, outpu
         model, info = fit(train_k, valid_k, species, settings, log_k, progress, member=k, **model_kwargs)
         members.append(model)
         metrics.append(info)
-    training = {"settings": asdict(settings), "members": metrics, "data_sha256": data_hash(frames),
+    training = {"description": description, "settings": asdict(settings), "members": metrics, "data_sha256": data_hash(frames),
                 "n_frames": len(frames), "aptnn_version": __version__}
     save_checkpoint(output, members, training)
     return metrics

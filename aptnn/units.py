@@ -52,3 +52,57 @@ def omega_to_wavenumber(omega_rad_per_fs):
     import numpy as np
 
     return np.asarray(omega_rad_per_fs) / (2 * np.pi * C_CM_PER_FS)
+
+# --- MD engine unit systems: factor to Å, fs and Å/fs ---------------------------------------------------------
+#: LAMMPS `units` styles: (length → Å, time → fs, velocity → Å/fs)
+LAMMPS_UNITS: dict[str, tuple[float, float, float]] = {
+    "real": (1.0, 1.0, 1.0),
+    "metal": (1.0, 1e3, 1e-3),
+    "si": (1e10, 1e15, 1e-5),
+    "cgs": (1e8, 1e15, 1e-7),
+    "electron": (BOHR_TO_ANGSTROM, 1.0, BOHR_TO_ANGSTROM / AU_TIME_TO_FS),
+    "micro": (1e4, 1e9, 1e-5),
+    "nano": (10.0, 1e6, 1e-5),
+}
+#: lengths in H5MD/MDAnalysis unit strings → Å
+LENGTH_TO_ANGSTROM = {"angstrom": 1.0, "a": 1.0, "å": 1.0, "nm": 10.0, "pm": 0.01, "bohr": BOHR_TO_ANGSTROM,
+                      "m": 1e10, "cm": 1e8}
+#: times in H5MD/MDAnalysis unit strings → fs
+TIME_TO_FS = {"fs": 1.0, "ps": 1e3, "ns": 1e6, "s": 1e15, "au": AU_TIME_TO_FS, "atomic_unit": AU_TIME_TO_FS}
+#: ASE's internal time unit in fs (ASE velocities are Å per this unit)
+ASE_TIME_TO_FS: float = 1.0 / _ase.fs
+
+
+def parse_length(unit: str | None, default: float = 1.0) -> float:
+    """Factor converting a length given in ``unit`` (e.g. "nm", "Angstrom") to Å."""
+    if not unit:
+        return default
+    key = unit.strip().lower()
+    if key not in LENGTH_TO_ANGSTROM:
+        raise ValueError(f"unknown length unit {unit!r}")
+    return LENGTH_TO_ANGSTROM[key]
+
+
+def parse_time(unit: str | None, default: float = 1.0) -> float:
+    """Factor converting a time given in ``unit`` (e.g. "ps") to fs."""
+    if not unit:
+        return default
+    key = unit.strip().lower()
+    if key not in TIME_TO_FS:
+        raise ValueError(f"unknown time unit {unit!r}")
+    return TIME_TO_FS[key]
+
+
+def parse_velocity(unit: str | None, default: float = 1.0) -> float:
+    """Factor converting a velocity unit such as "nm ps-1", "Angstrom/ps" or "A fs^-1" to Å/fs."""
+    if not unit:
+        return default
+    text = unit.strip().lower().replace("^", "")
+    if "/" in text:
+        length, time = text.split("/", 1)
+    else:
+        parts = text.split()
+        if len(parts) != 2 or not parts[1].endswith("-1"):
+            raise ValueError(f"unknown velocity unit {unit!r}")
+        length, time = parts[0], parts[1][:-2]
+    return parse_length(length) / parse_time(time)
