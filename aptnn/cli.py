@@ -241,7 +241,7 @@ if __name__ == "__main__":
               "(e.g. 'water=name O H'); element groups are always written.")
 @click.option("--batch-size", default=8, show_default=True, help="Frames per model call.")
 @click.option("--device", default="cpu", show_default=True, help="torch device: cpu or cuda.")
-@click.option("--format", "fmt", default=None, type=click.Choice(["extxyz", "h5md", "lammpsdump", "ase"]),
+@click.option("--format", "fmt", default=None, type=click.Choice(["extxyz", "h5md", "lammpsdump", "ipi", "ase"]),
               help="Trajectory format (default: from the file name and content).")
 @click.option("--units", "lammps_units", default="real", show_default=True,
               help="LAMMPS unit style of dumps (real: Å, fs, Å/fs; metal: Å, ps, Å/ps; si; cgs; electron).")
@@ -251,21 +251,25 @@ if __name__ == "__main__":
 @click.option("--temperature", type=float, default=None,
               help="K, stored for the spectrum (default: kinetic temperature of the first frame).")
 @click.option("--max-lag", default=2000.0, show_default=True, help="Spectrum correlation length in fs.")
+@click.option("--estimator", default="centroid", show_default=True, type=click.Choice(["centroid", "centroid-apt"]),
+              help="PIMD centroid series: bead average of Σ P(r_k)·v_k, or the APT at the centroid.")
 @click.option("--overwrite", is_flag=True, help="Start the output anew instead of continuing it.")
 @click.option("--threads", type=int, default=None, help="torch CPU threads (default: all cores).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def post(trajectories, model, output, spectrum_csv, plot, stride, groups, batch_size, device, fmt, lammps_units,
-         timestep, types, temperature, max_lag, overwrite, threads, quiet):
+         timestep, types, temperature, max_lag, estimator, overwrite, threads, quiet):
     """Run the APT model over finished MD trajectories and stream dM/dt to HDF5 (then the IR spectrum).
 
-    TRAJECTORIES: LAMMPS dumps, H5MD, extxyz/ASE files; several files are independent trajectories, each
-    written to its own stream file and averaged in the spectrum. A dM/dt stream file goes straight to the
+    TRAJECTORIES: LAMMPS dumps, H5MD, extxyz/ASE files, i-PI output (a `prefix.pos_0.xyz` file brings in
+    every bead of a PIMD run, with `prefix.vel_<k>.xyz` velocities; --timestep is the i-PI step in fs);
+    several files are independent trajectories, each written to its own stream file and averaged in the
+    spectrum. A dM/dt stream file goes straight to the
     spectrum. Velocities come from the file, else from central differences of positions (every step needed).
     """
     from pathlib import Path
 
     from aptnn.io.stream import is_stream_file
-    from aptnn.io.trajectory import open_trajectory
+    from aptnn.io.trajectory import open_run
     from aptnn.post import PostSettings, run
     from aptnn.spectrum import compute_spectrum
 
@@ -280,9 +284,9 @@ def post(trajectories, model, output, spectrum_csv, plot, stride, groups, batch_
             if is_stream_file(path):
                 streams.append(path)
                 continue
-            source = open_trajectory(path, fmt, lammps_units, types.split() if types else None, timestep)
+            sources = open_run(path, fmt, lammps_units, types.split() if types else None, timestep)
             out = output or f"{path}.dmdt.h5"
-            streams.append(run([source], model, out, settings, list(groups), device))
+            streams.append(run(sources, model, out, settings, list(groups), device, estimator))
             click.echo(f"wrote {out}")
         if spectrum_csv or plot:
             spec = compute_spectrum(streams, max_lag_fs=max_lag, temperature_K=temperature)

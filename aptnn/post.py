@@ -16,7 +16,6 @@ import numpy as np
 from ase.data import atomic_masses
 from tqdm.auto import tqdm
 
-from aptnn import __version__, units
 from aptnn.engine import DipoleDerivativeEngine
 from aptnn.errors import InputError
 from aptnn.io.stream import StreamWriter
@@ -118,39 +117,66 @@ def with_velocities(source: FrameSource, frames: Iterator[MDFrame], warn: bool =
 
 
 def run(sources: list[FrameSource], model: str, output: str, settings: PostSettings,
-        groups: list[str] | None = None, device: str = "cpu") -> str:
-    """Post-process one trajectory (``sources`` of length 1) into the stream file ``output``; returns it."""
-    if len(sources) != 1:
-        raise InputError("give one trajectory per output file (bead files are handled by run_beads)")
-    source = sources[0]
+        groups: list[str] | None = None, device: str = "cpu", estimator: str = "centroid") -> str:
+    """Post-process one trajectory into the stream file ``output``; returns its path.
+
+    ``sources``: one source for a classical run, or one per bead (same atoms, same steps) for PIMD, which
+    gives series bead0…bead(P−1), centroid (``estimator`` "centroid" or "centroid-apt") and groups.
+    """
     predictor = APTPredictor.load(model, device=device)
-    stream = iter(source)
-    frames = with_velocities(source, stream)
-    first = next(frames)
+    streams = [with_velocities(src, iter(src)) for src in sources]
+    firsts = [next(s) for s in streams]
+    first = firsts[0]
     symbols = first.atoms.get_chemical_symbols()
+    for src, f in zip(sources[1:], firsts[1:]):
+        if f.atoms.get_chemical_symbols() != symbols:
+            raise InputError(f"atoms differ from those of {sources[0].path}", src.path, 0)
     group_masks = species_groups(symbols)
     if groups:
         group_masks.update(selection_groups(first, groups))
     engine = DipoleDerivativeEngine(predictor, group_masks)
     temperature = settings.temperature_K
-    kinetic = kinetic_temperature(first)
+    kinetic = float(np.mean([kinetic_temperature(f) for f in firsts]))
     if temperature is None:
         temperature = kinetic
     elif not 0.5 < kinetic / temperature < 2.0:
-        warnings.warn(f"{source.path}: kinetic temperature of the first frame is {kinetic:.0f} K, not "
+        warnings.warn(f"{sources[0].path}: kinetic temperature of the first frame is {kinetic:.0f} K, not "
                       f"{temperature:.0f} K: are the velocity units right (--units)?", stacklevel=2)
-    all_frames = itertools.chain([first], frames)
-    selected = itertools.islice(all_frames, 0, None, settings.stride)
-    return _stream(selected, source, engine, predictor, model, output, settings, temperature, len(symbols))
+    steps = _lockstep(sources, [itertools.chain([f], s) for f, s in zip(firsts, streams)])
+    selected = itertools.islice(steps, 0, None, settings.stride)
+    if len(sources) == 1:
+        series, compute = engine.series, lambda batch, idx: engine.compute(
+            [b[0].atoms for b in batch], [b[0].velocities for b in batch], sources[0].path, idx)
+        label = "velocity"
+    else:
+        series = [f"bead{k}" for k in range(len(sources))] + ["centroid"] + engine.series[1:]
+        compute = lambda batch, idx: np.stack([engine.compute_beads(  # noqa: E731
+            [f.atoms for f in b], [f.velocities for f in b], estimator, sources[0].path, idx + j)
+            for j, b in enumerate(batch)])
+        label = f"velocity/{estimator}"
+    return _stream(selected, sources, series, compute, label, model, output, settings, temperature, len(symbols))
 
 
-def _stream(frames, source, engine, predictor, model, output, settings, temperature, natoms) -> str:
-    buffer: list[MDFrame] = []
+def _lockstep(sources: list[FrameSource], iterators) -> Iterator[list[MDFrame]]:
+    """Yield the frames of all beads step by step; differing steps or lengths are errors."""
+    for k, frames in enumerate(itertools.zip_longest(*iterators)):
+        if any(f is None for f in frames):
+            short = sources[[f is None for f in frames].index(True)].path
+            raise InputError("bead files have different lengths", short, k)
+        if len({f.step for f in frames}) > 1 or len({len(f.atoms) for f in frames}) > 1:
+            raise InputError("bead files disagree on the step or the atom count", sources[0].path, k)
+        yield list(frames)
+
+
+def _stream(steps, sources, series, compute, label, model, output, settings, temperature, natoms) -> str:
+    source = sources[0]
+    buffer: list[list[MDFrame]] = []
     writer = None
     bar = tqdm(desc=f"aptnn-post {Path(source.path).name}", unit="frame", disable=not settings.progress)
     index, skip, dt, last_time = 0, 0, None, None
     try:
-        for frame in frames:
+        for frames in steps:
+            frame = frames[0]
             if frame.time is None:
                 raise InputError("frame has no time: give --timestep (fs per frame or per step)", source.path, index)
             if last_time is not None:
@@ -161,17 +187,18 @@ def _stream(frames, source, engine, predictor, model, output, settings, temperat
             last_time = frame.time
             if len(frame.atoms) != natoms:
                 raise InputError(f"{len(frame.atoms)} atoms instead of {natoms}", source.path, index)
-            buffer.append(frame)
+            buffer.append(frames)
             index += 1
             if writer is None and len(buffer) >= 2:
-                writer = _open_writer(output, engine, model, source, buffer, dt, temperature, natoms, settings)
+                writer = _open_writer(output, series, label, model, sources, buffer, dt, temperature, natoms,
+                                      settings)
                 skip = writer.n_frames
             if writer is not None and len(buffer) >= settings.batch_size:
-                skip = _flush(writer, engine, buffer, skip, source, index, bar)
+                skip = _flush(writer, compute, buffer, skip, index, bar)
                 buffer = []
         if writer is None:
             raise InputError(f"only {len(buffer)} frame(s) after stride: need at least 2", source.path)
-        _flush(writer, engine, buffer, skip, source, index, bar)
+        _flush(writer, compute, buffer, skip, index, bar)
     finally:
         bar.close()
         if writer is not None:
@@ -179,25 +206,25 @@ def _stream(frames, source, engine, predictor, model, output, settings, temperat
     return output
 
 
-def _open_writer(output, engine, model, source, buffer, dt, temperature, natoms, settings) -> StreamWriter:
-    atoms = buffer[0].atoms
+def _open_writer(output, series, label, model, sources, buffer, dt, temperature, natoms, settings) -> StreamWriter:
+    atoms = buffer[0][0].atoms
     volume = float(atoms.get_volume()) if atoms.pbc.all() else None
-    fd_step = getattr(source, "finite_difference_step_fs", None)
+    fd_step = getattr(sources[0], "finite_difference_step_fs", None)
     extra = {"velocity_source": "file"} if fd_step is None else {"velocity_source": "central-difference",
                                                                   "fd_step_fs": fd_step}
-    return StreamWriter(output, engine.series, dt_fs=dt, temperature_K=temperature, volume_A3=volume,
-                        natoms=natoms, estimator="velocity", model=model_fingerprint(model), source=source.path,
-                        resume=not settings.overwrite, overwrite=settings.overwrite, stride=settings.stride,
-                        **extra)
+    if len(sources) > 1:
+        extra["nbeads"] = len(sources)
+    return StreamWriter(output, series, dt_fs=dt, temperature_K=temperature, volume_A3=volume, natoms=natoms,
+                        estimator=label, model=model_fingerprint(model), source=sources[0].path,
+                        resume=not settings.overwrite, overwrite=settings.overwrite, stride=settings.stride, **extra)
 
 
-def _flush(writer, engine, buffer, skip, source, index, bar) -> int:
-    """Evaluate buffered frames not yet in the file; returns how many existing frames remain to skip."""
+def _flush(writer, compute, buffer, skip, index, bar) -> int:
+    """Evaluate buffered steps not yet in the file; returns how many existing frames remain to skip."""
     todo = buffer[skip:] if skip < len(buffer) else []
     bar.update(len(buffer))
     if not todo:
         return skip - len(buffer)
-    first_index = index - len(buffer) + min(skip, len(buffer))
-    values = engine.compute([f.atoms for f in todo], [f.velocities for f in todo], source.path, first_index)
-    writer.append([f.time for f in todo], values)
+    first_index = index - len(todo)
+    writer.append([b[0].time for b in todo], compute(todo, first_index))
     return 0

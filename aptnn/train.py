@@ -217,7 +217,7 @@ def train_committee(frames: list[Atoms], valid_frames: list[Atoms] | None, outpu
         model, info = fit(train_k, valid_k, species, settings, log_k, progress, member=k, **model_kwargs)
         members.append(model)
         metrics.append(info)
-    training = {"description": description, "settings": asdict(settings), "members": metrics, "data_sha256": data_hash(frames),
-                "n_frames": len(frames), "aptnn_version": __version__}
+    training = {"description": description, "settings": asdict(settings), "members": metrics,
+                "data_sha256": data_hash(frames), "n_frames": len(frames), "aptnn_version": __version__}
     save_checkpoint(output, members, training)
     return metrics

@@ -175,10 +175,12 @@ class StreamWriter:
     def __init__(self, path: str | os.PathLike, series: list[str], dt_fs: float | None = None,
                  temperature_K: float | None = None, volume_A3: float | None = None, natoms: int | None = None,
                  estimator: str | None = None, model: str | None = None, source: str | None = None,
-                 resume: bool = False, overwrite: bool = False, flush_every: float = 5.0, chunk: int = 4096,
+                 resume: bool = False, overwrite: bool = False, flush_every: float | None = None, chunk: int = 4096,
                  **extra):
         self.path = str(path)
         self.series = list(series)
+        if flush_every is None:  # seconds; APTNN_FLUSH_SECONDS overrides the default of 5
+            flush_every = float(os.environ.get("APTNN_FLUSH_SECONDS", 5.0))
         self.flush_every = flush_every
         self._last_flush = _time.monotonic()
         exists = os.path.exists(self.path)

@@ -245,6 +245,18 @@ def _dump_elements(path: str) -> list[str] | None:
     return None
 
 
+def open_run(path: str, format: str | None = None, lammps_units: str = "real", types: list[str] | None = None,
+             timestep: float | None = None) -> list[FrameSource]:
+    """Sources of one run: a single trajectory, or every bead of an i-PI PIMD run (``prefix.pos_<k>.xyz``)."""
+    fmt = format or (detect_format(path) if os.path.exists(path) else None)
+    if fmt == "ipi":
+        from aptnn.io.ipi_files import IPISource, bead_files
+
+        positions, velocities = bead_files(path)
+        return [IPISource(p, v, timestep) for p, v in zip(positions, velocities or [None] * len(positions))]
+    return [open_trajectory(path, format, lammps_units, types, timestep)]
+
+
 def open_trajectory(path: str, format: str | None = None, lammps_units: str = "real",
                     types: list[str] | None = None, timestep: float | None = None) -> FrameSource:
     """Open ``path`` as a frame source; ``format`` overrides detection (extxyz, h5md, lammpsdump, ipi, ase)."""

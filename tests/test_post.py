@@ -1,0 +1,180 @@
+"""aptnn-post on real LAMMPS output: dM/dt streams, formats, resume after SIGKILL, bad input."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import ase.io
+import h5py
+import numpy as np
+import pytest
+from ase import Atoms
+from click.testing import CliRunner
+
+import aptnn
+from aptnn.cli import post
+from aptnn.demo import run_water
+from aptnn.errors import InputError
+from aptnn.io.stream import n_frames, read_chunks, read_info
+from aptnn.io.trajectory import open_trajectory
+from aptnn.post import PostSettings, run
+
+MODEL = "water-rpbe-d3"
+
+
+def parse_dump(path):
+    """Independent minimal reader of a LAMMPS custom dump: (steps, elements, positions Å, velocities Å/fs)."""
+    steps, pos, vel, elements = [], [], [], None
+    lines = open(path).read().splitlines()
+    k = 0
+    while k < len(lines):
+        assert lines[k] == "ITEM: TIMESTEP"
+        steps.append(int(lines[k + 1]))
+        n = int(lines[k + 3])
+        cols = lines[k + 8].split()[2:]
+        rows = sorted((r.split() for r in lines[k + 9:k + 9 + n]), key=lambda r: int(r[0]))
+        elements = [r[cols.index("element")] for r in rows]
+        table = np.array([[float(r[cols.index(c)]) for c in ("xu", "yu", "zu", "vx", "vy", "vz")] for r in rows])
+        pos.append(table[:, :3])
+        vel.append(table[:, 3:])
+        k += 9 + n
+    return np.array(steps), elements, np.array(pos), np.array(vel)
+
+
+@pytest.fixture(scope="module")
+def lammps_water(tmp_path_factory):
+    """A real LAMMPS run: 32 SPC/Fw waters, 0.5 fs steps, 120 dumped steps (real units)."""
+    return run_water(tmp_path_factory.mktemp("lammps"), n_molecules=32, steps=120, equilibrate=200)
+
+
+def test_lammps_dump_to_stream_equals_python_api(lammps_water, tmp_path):
+    out = tmp_path / "w.dmdt.h5"
+    res = CliRunner().invoke(post, [str(lammps_water), "-o", str(out), "--timestep", "0.5", "--quiet",
+                                    "--spectrum", str(tmp_path / "s.csv"), "--batch-size", "16"])
+    assert res.exit_code == 0, res.output
+    info = read_info(out)
+    assert info.series == ["total", "group:O", "group:H"] and info.dt_fs == 0.5 and info.natoms == 96
+    assert info.model.startswith(MODEL + " sha256:") and info.volume_A3 == pytest.approx(9.865355**3, rel=1e-5)
+    assert 150 < info.temperature_K < 500  # kinetic temperature
+    t, d = next(read_chunks(out))
+    steps, elements, pos, vel = parse_dump(lammps_water)
+    np.testing.assert_allclose(t, steps * 0.5)
+    model = aptnn.load_model(MODEL)
+    box = np.eye(3) * 9.865355
+    for k in (0, 57, len(steps) - 1):
+        atoms = Atoms(elements, positions=pos[k], cell=box, pbc=True)
+        p = model.predict(atoms)
+        expected = np.einsum("nij,nj->i", p, vel[k])
+        np.testing.assert_allclose(d[k, 0], expected, rtol=1e-4, atol=1e-7)
+        o = np.array(elements) == "O"
+        np.testing.assert_allclose(d[k, 1], np.einsum("nij,nj->i", p[o], vel[k][o]), rtol=1e-4, atol=1e-7)
+    np.testing.assert_allclose(d[:, 1] + d[:, 2], d[:, 0], atol=1e-9)
+    header = (tmp_path / "s.csv").read_text().splitlines()[0]
+    assert header.startswith("wavenumber_cm-1,alpha_n_cm-1")
+
+
+def test_h5md_and_extxyz_of_the_same_frames_give_identical_streams(lammps_water, tmp_path):
+    steps, elements, pos, vel = parse_dump(lammps_water)
+    steps, pos, vel = steps[:20], pos[:20], vel[:20]
+    box = 9.865355
+    frames = []
+    for k in range(len(steps)):
+        a = Atoms(elements, positions=pos[k], cell=np.eye(3) * box, pbc=True)
+        a.arrays["velocities"] = vel[k]  # Å/fs
+        a.info["time"] = steps[k] * 0.5
+        frames.append(a)
+    ase.io.write(tmp_path / "w.extxyz", frames)
+    with h5py.File(tmp_path / "w.h5", "w") as f:  # H5MD in nm and nm/ps, as GROMACS or MDAnalysis write it
+        g = f.create_group("particles/all")
+        g["position/value"] = pos / 10.0
+        g["position/value"].attrs["unit"] = "nm"
+        g["position/time"] = steps * 0.5e-3
+        g["position/time"].attrs["unit"] = "ps"
+        g["position/step"] = steps
+        g["velocity/value"] = vel * 100.0
+        g["velocity/value"].attrs["unit"] = "nm ps-1"
+        g["box/edges/value"] = np.full((len(steps), 3), box / 10.0)
+        g["box/edges/value"].attrs["unit"] = "nm"
+        g["box"].attrs["dimension"] = 3
+        g["box"].attrs["boundary"] = ["periodic"] * 3
+        g["species"] = np.array([8 if e == "O" else 1 for e in elements])
+    settings = PostSettings(progress=False)
+    a = run([open_trajectory(str(tmp_path / "w.extxyz"))], MODEL, str(tmp_path / "a.h5"), settings)
+    b = run([open_trajectory(str(tmp_path / "w.h5"))], MODEL, str(tmp_path / "b.h5"), settings)
+    (ta, da), (tb, db) = next(read_chunks(a)), next(read_chunks(b))
+    np.testing.assert_allclose(ta, tb, rtol=1e-12)
+    np.testing.assert_allclose(da, db, rtol=1e-5, atol=1e-9)
+    assert len(ta) == 20
+
+
+def test_finite_difference_velocities(lammps_water, tmp_path):
+    steps, elements, pos, vel = parse_dump(lammps_water)
+    frames = [Atoms(elements, positions=pos[k], cell=np.eye(3) * 9.865355, pbc=True) for k in range(30)]
+    for k, a in enumerate(frames):
+        a.info["time"] = 0.5 * k
+        a.wrap()  # wrapped coordinates: displacements must use the minimum image
+    ase.io.write(tmp_path / "novel.extxyz", frames)
+    with pytest.warns(UserWarning, match="central differences"):
+        out = run([open_trajectory(str(tmp_path / "novel.extxyz"))], MODEL, str(tmp_path / "fd.h5"),
+                  PostSettings(progress=False))
+    info = read_info(out)
+    assert info.extra["velocity_source"] == "central-difference" and info.extra["fd_step_fs"] == 0.5
+    t, d = next(read_chunks(out))
+    assert t[0] == 0.5 and len(t) == 28  # first and last frame have no central difference
+    model = aptnn.load_model(MODEL)
+    exact = np.einsum("nij,nj->i", model.predict(frames[5]), vel[5])
+    assert np.linalg.norm(d[4, 0] - exact) < 0.05 * np.linalg.norm(exact)
+
+
+def test_kill_and_resume_completes_the_same_stream(lammps_water, tmp_path):
+    ref = run([open_trajectory(str(lammps_water), timestep=0.5)], MODEL, str(tmp_path / "ref.h5"),
+              PostSettings(progress=False, batch_size=4))
+    out = tmp_path / "killed.h5"
+    cmd = [sys.executable, "-m", "aptnn.cli_post", str(lammps_water), "-o", str(out), "--timestep", "0.5",
+           "--batch-size", "2", "--quiet", "--threads", "1"]
+    proc = subprocess.Popen(cmd, env=dict(os.environ, APTNN_FLUSH_SECONDS="0"))
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        time.sleep(0.2)
+        if out.exists() and n_frames(out) >= 20:
+            break
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    partial = n_frames(out)
+    assert 20 <= partial < 121
+    res = CliRunner().invoke(post, [str(lammps_water), "-o", str(out), "--timestep", "0.5", "--quiet"])
+    assert res.exit_code == 0, res.output
+    (tr, dr), (tk, dk) = next(read_chunks(ref)), next(read_chunks(out))
+    np.testing.assert_array_equal(tr, tk)
+    np.testing.assert_allclose(dk, dr, rtol=1e-5, atol=1e-9)
+
+
+def test_bad_trajectories(lammps_water, tmp_path):
+    steps, elements, pos, vel = parse_dump(lammps_water)
+    sodium = ["Na" if e == "O" else e for e in elements]
+    frames = [Atoms(sodium, positions=pos[k], cell=np.eye(3) * 9.87, pbc=True, info={"time": k * 0.5})
+              for k in range(3)]
+    for a, v in zip(frames, vel):
+        a.arrays["velocities"] = v
+    ase.io.write(tmp_path / "na.extxyz", frames)
+    with pytest.raises(InputError, match=r"na.extxyz.*\['Na'\] unknown to the model"):
+        run([open_trajectory(str(tmp_path / "na.extxyz"))], MODEL, str(tmp_path / "x.h5"), PostSettings(progress=False))
+    frames = [Atoms(elements[: 96 - 3 * (k == 2)], positions=pos[k][: 96 - 3 * (k == 2)], cell=np.eye(3) * 9.87,
+                    pbc=True, info={"time": k * 0.5}) for k in range(4)]
+    for a, v in zip(frames, vel):
+        a.arrays["velocities"] = v[: len(a)]
+    ase.io.write(tmp_path / "count.extxyz", frames)
+    with pytest.raises(InputError, match="frame 2: 93 atoms instead of 96"):
+        run([open_trajectory(str(tmp_path / "count.extxyz"))], MODEL, str(tmp_path / "y.h5"),
+            PostSettings(progress=False, batch_size=1))
+    fast = [Atoms(elements, positions=pos[k], cell=np.eye(3) * 9.87, pbc=True, info={"time": k * 0.5})
+            for k in range(3)]
+    for a, v in zip(fast, vel):
+        a.arrays["velocities"] = v * 1000  # Å/ps values read as Å/fs
+    ase.io.write(tmp_path / "fast.extxyz", fast)
+    with pytest.warns(UserWarning, match="kinetic temperature"):
+        run([open_trajectory(str(tmp_path / "fast.extxyz"))], MODEL, str(tmp_path / "z.h5"),
+            PostSettings(progress=False, temperature_K=300.0))
+    res = CliRunner().invoke(post, [str(lammps_water), "-o", str(tmp_path / "t.h5"), "--quiet"])
+    assert res.exit_code == 2 and "--timestep" in res.output and "frame 0" in res.output
