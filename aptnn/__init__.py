@@ -9,6 +9,9 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from aptnn.errors import APTNNError, InputError  # noqa: E402
+from aptnn.runtime import tune_malloc  # noqa: E402
+
+tune_malloc()
 
 __all__ = ["__version__", "APTNNError", "InputError", "load_model"]
 
