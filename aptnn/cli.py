@@ -138,6 +138,8 @@ def predict(model, input_file, output, batch_size, float64, cell, threads, quiet
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def evaluate(model, files, plot, json_file, batch_size, float64, cell, threads, quiet):
     """Compare MODEL's APTs with the labels in FILES: component RMSE in e, per species and per irrep."""
+    from pathlib import Path
+
     from aptnn.evaluate import format_metrics, metrics, parity_plot
     from aptnn.frames import APT_KEY
     from aptnn.io import read_frames
@@ -158,7 +160,7 @@ def evaluate(model, files, plot, json_file, batch_size, float64, cell, threads, 
             with open(json_file, "w") as fh:
                 json.dump(m, fh, indent=2)
         if plot:
-            parity_plot(refs, preds, plot, title=f"{model} on {', '.join(files)}")
+            parity_plot(refs, preds, plot, title=f"{Path(model).name} on {', '.join(Path(f).name for f in files)}")
             click.echo(f"wrote parity plot {plot}")
 
     _run(go)
