@@ -115,18 +115,17 @@ IPI_INPUT = """<simulation verbosity='low' safe_stride='100'>
   </output>
   <total_steps>{steps}</total_steps>
   <prng><seed>{seed}</seed></prng>
-  <ffsocket name='lammps' mode='unix' pbc='false'><address>{address}</address></ffsocket>
+  <ffsocket name='lammps' mode='unix' pbc='false'><address>{address}</address></ffsocket>{aptnn_socket}
   <system>
     <initialize nbeads='{nbeads}'>
       <file mode='xyz'> init.xyz </file>
       <velocities mode='thermal' units='kelvin'> {temperature} </velocities>
     </initialize>
-    <forces><force forcefield='lammps'/></forces>
+    <forces><force forcefield='lammps'/>{aptnn_force}</forces>
     <ensemble><temperature units='kelvin'>{temperature}</temperature></ensemble>
     <motion mode='dynamics'>
-      <dynamics mode='nvt'>
-        <timestep units='femtosecond'>{dt_fs}</timestep>
-        <thermostat mode='pile_l'><tau units='femtosecond'>100</tau></thermostat>
+      <dynamics mode='{ensemble}'>
+        <timestep units='femtosecond'>{dt_fs}</timestep>{thermostat}
       </dynamics>
     </motion>
   </system>
@@ -169,13 +168,18 @@ run 100000000
 """
 
 
+THERMOSTAT = "\n        <thermostat mode='pile_l'><tau units='femtosecond'>100</tau></thermostat>"
+
+
 def run_ipi_pimd(workdir: str | os.PathLike, n_molecules: int = 32, nbeads: int = 4, steps: int = 40,
                  dt_fs: float = 0.25, temperature: float = 300.0, stride: int = 1, seed: int = 3,
-                 timeout: float = 300.0) -> Path:
+                 timeout: float = 300.0, nve: bool = False, aptnn_args: list[str] | None = None,
+                 aptnn_force: str = "<force forcefield='aptnn'/>") -> Path:
     """A real i-PI PIMD run of SPC/Fw water with LAMMPS (``fix ipi``) as the force engine.
 
     Writes ``sim.pos_<k>.xyz`` (Å) and ``sim.vel_<k>.xyz`` (atomic units) for every bead in ``workdir``;
-    returns the path of ``sim.pos_0.xyz``.
+    returns the path of ``sim.pos_0.xyz``. With ``aptnn_args`` an ``aptnn-ipi`` client (those arguments
+    added to ``--address … --ipi-input input.xml``) is run as a second forcefield (``aptnn_force``).
     """
     import subprocess
     import uuid
@@ -186,16 +190,21 @@ def run_ipi_pimd(workdir: str | os.PathLike, n_molecules: int = 32, nbeads: int 
     (workdir / "water.data").write_text(text)
     (workdir / "init.xyz").write_text(ipi_init_xyz(text, box))
     address = f"aptnn-{uuid.uuid4().hex[:10]}"
-    (workdir / "input.xml").write_text(IPI_INPUT.format(prefix="sim", stride=stride, steps=steps, seed=seed,
-                                                         address=address, nbeads=nbeads, temperature=temperature,
-                                                         dt_fs=dt_fs))
+    with_aptnn = aptnn_args is not None
+    socket_xml = (f"\n  <ffsocket name='aptnn' mode='unix' pbc='false'><address>{address}-apt</address></ffsocket>"
+                  if with_aptnn else "")
+    (workdir / "input.xml").write_text(IPI_INPUT.format(
+        prefix="sim", stride=stride, steps=steps, seed=seed, address=address, nbeads=nbeads,
+        temperature=temperature, dt_fs=dt_fs, ensemble="nve" if nve else "nvt",
+        thermostat="" if nve else THERMOSTAT, aptnn_socket=socket_xml,
+        aptnn_force=aptnn_force if with_aptnn else ""))
     (workdir / "in.lmp").write_text(lammps_ipi_client_script("water.data", address, box))
     ipi_exe = Path(sys.executable).with_name("i-pi")
     server = subprocess.Popen([str(ipi_exe), "input.xml"], cwd=workdir, stdout=open(workdir / "ipi.log", "w"),
                               stderr=subprocess.STDOUT)
     client_code = ("import aptnn.demo as d; lmp = d.load_lammps()(cmdargs=['-log', 'none', '-screen', 'none', "
                    "'-nocite'])\ntry:\n    lmp.file('in.lmp')\nexcept Exception:\n    pass\n")
-    client = None
+    client = apt_client = None
     try:
         socket = Path("/tmp") / f"ipi_{address}"
         for _ in range(600):
@@ -206,10 +215,19 @@ def run_ipi_pimd(workdir: str | os.PathLike, n_molecules: int = 32, nbeads: int 
             time.sleep(0.1)
         client = subprocess.Popen([sys.executable, "-c", client_code], cwd=workdir,
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if with_aptnn:
+            apt_client = subprocess.Popen(
+                [sys.executable, "-m", "aptnn.drivers.ipi.cli", "--address", f"{address}-apt",
+                 "--ipi-input", "input.xml", *aptnn_args], cwd=workdir,
+                stdout=open(workdir / "aptnn-ipi.log", "w"), stderr=subprocess.STDOUT)
         server.wait(timeout=timeout)
         client.wait(timeout=30)
+        if with_aptnn:
+            apt_client.wait(timeout=60)
+            if apt_client.returncode != 0:
+                raise RuntimeError(f"aptnn-ipi failed: {(workdir / 'aptnn-ipi.log').read_text()[-2000:]}")
     finally:
-        for proc in (server, client):
+        for proc in (server, client, apt_client):
             if proc is not None and proc.poll() is None:
                 proc.kill()
     if server.returncode != 0:

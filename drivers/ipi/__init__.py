@@ -1,0 +1,1 @@
+"""The i-PI client driver (``aptnn-ipi``): socket protocol, bead bookkeeping, worker thread."""

@@ -1,0 +1,142 @@
+"""``aptnn-ipi``: the APT model as an i-PI client, streaming dM/dt of a running (PI)MD simulation to HDF5."""
+from __future__ import annotations
+
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import click
+import numpy as np
+
+from aptnn.errors import APTNNError
+
+
+def _convert(kind: str, value: str, unit: str | None, target: str) -> float:
+    """An i-PI input quantity in ``target`` units, through i-PI's own unit tables."""
+    from ipi.utils.units import unit_to_internal, unit_to_user
+
+    return unit_to_user(kind, target, unit_to_internal(kind, unit or "atomic_unit", float(value)))
+
+
+def _to_fs(value: str, unit: str | None) -> float:
+    return _convert("time", value, unit, "femtosecond")
+
+
+def _to_kelvin(value: str, unit: str | None) -> float:
+    return _convert("temperature", value, unit, "kelvin")
+
+
+def read_ipi_input(path: str, address: str | None) -> dict:
+    """dt (fs), temperature (K), nbeads, rid offset, contraction and species from an i-PI input file.
+
+    The aptnn force is the ``<force>`` whose forcefield is the ``<ffsocket>`` with ``address`` (or named
+    ``aptnn``); its request ids start after the beads of the forces listed before it.
+    """
+    root = ET.parse(path).getroot()
+    system = root.find("system")
+    if system is None:
+        raise APTNNError(f"{path}: no <system> in the i-PI input")
+    init = system.find("initialize")
+    nbeads = int(init.get("nbeads", 1)) if init is not None else 1
+    out: dict = {"nbeads": nbeads}
+    ts = system.find("motion/dynamics/timestep")
+    if ts is not None:
+        out["dt_fs"] = _to_fs(ts.text, ts.get("units"))
+    temp = system.find("ensemble/temperature")
+    if temp is not None:
+        out["temperature_K"] = _to_kelvin(temp.text, temp.get("units"))
+    sockets = {ff.get("name"): (ff.findtext("address") or "").strip() for ff in root.findall("ffsocket")}
+    ours = [n for n, a in sockets.items() if address and (a == address or address.endswith(f":{a}"))]
+    name = ours[0] if ours else "aptnn"
+    offset = 0
+    for force in system.findall("forces/force"):
+        n = int(force.get("nbeads", nbeads))
+        if force.get("forcefield") == name:
+            out["rid_offset"], out["contracted"] = offset, n == 1 and nbeads > 1
+            break
+        offset += n
+    else:
+        raise APTNNError(f"{path}: no <force forcefield='{name}'> in <system><forces>")
+    file = init.find("file") if init is not None else None
+    if file is not None and file.text:
+        structure = (Path(path).parent / file.text.strip())
+        out["structure"] = str(structure)
+    return out
+
+
+def read_symbols(structure: str) -> list[str]:
+    import ase.io
+
+    try:
+        return ase.io.read(structure, format="xyz" if structure.endswith(".xyz") else None).get_chemical_symbols()
+    except Exception as err:
+        raise APTNNError(f"{structure}: cannot read the species ({err})") from None
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--address", required=True,
+              help="i-PI socket: a unix socket name (/tmp/ipi_NAME) or host:port for inet.")
+@click.option("--model", default="water-rpbe-d3", show_default=True, help="Checkpoint path or shipped model name.")
+@click.option("-o", "--output", default="run.dmdt.h5", show_default=True,
+              help="Stream file (HDF5, dM/dt in e·Å/fs); an existing one is continued (restarts).")
+@click.option("--ipi-input", type=click.Path(exists=True, dir_okay=False),
+              help="i-PI input XML: time step, temperature, beads, request-id offset and species come from it.")
+@click.option("--structure", type=click.Path(exists=True, dir_okay=False),
+              help="Any ASE-readable file with the atoms in i-PI's order (species), if not from --ipi-input.")
+@click.option("--dt", type=float, default=None, help="MD time step in fs (default: from --ipi-input).")
+@click.option("--temperature", type=float, default=None, help="K, stored for the spectrum.")
+@click.option("--nbeads", type=int, default=None, help="Beads sent to this client per step.")
+@click.option("--rid-offset", type=int, default=None, help="Request id of bead 0 (forces listed before ours).")
+@click.option("--estimator", default="increment", show_default=True,
+              type=click.Choice(["increment", "velocity", "centroid-apt"]),
+              help="increment: Σ½(P(n)+P(n+1))·Δr per step (exact dipole change); velocity: P·central-difference "
+                   "velocities; centroid-apt: APT at the centroid.")
+@click.option("--bec", is_flag=True, help="Return Born effective charges as i-PI `BEC` extras (driven dynamics).")
+@click.option("--efield", nargs=3, type=float, default=None,
+              help="Static field Ex Ey Ez in atomic units: return forces F_i = P_iᵀ·E (hartree/bohr).")
+@click.option("--overwrite", is_flag=True, help="Start the output anew instead of continuing it.")
+@click.option("--threads", type=int, default=None, help="torch CPU threads.")
+@click.option("--device", default="cpu", show_default=True)
+def main(address, model, output, ipi_input, structure, dt, temperature, nbeads, rid_offset, estimator, bec, efield,
+         overwrite, threads, device):
+    """Stream dM/dt (e·Å/fs) of a running i-PI simulation into an HDF5 file, per bead, centroid and element.
+
+    Add to the i-PI input an `<ffsocket name='aptnn' mode='unix'><address>NAME</address></ffsocket>` and a
+    `<force forcefield='aptnn' weight='1'/>` (the client returns zero forces; weight 0 would never be
+    evaluated), then start `aptnn-ipi --address NAME --ipi-input input.xml`.
+    """
+    from aptnn.drivers.ipi.client import ClientSettings, IPIClient
+    from aptnn.post import model_fingerprint, species_groups
+    from aptnn.predict import APTPredictor
+
+    try:
+        if threads:
+            import torch
+
+            torch.set_num_threads(threads)
+        found = read_ipi_input(ipi_input, address) if ipi_input else {}
+        structure = structure or found.get("structure")
+        if not structure:
+            raise APTNNError("species unknown: give --ipi-input (with an <initialize><file>) or --structure")
+        symbols = read_symbols(structure)
+        settings = ClientSettings(
+            address=address, output=output, symbols=symbols,
+            nbeads=nbeads or found.get("nbeads", 1), rid_offset=rid_offset if rid_offset is not None
+            else found.get("rid_offset", 0), dt_fs=dt or found.get("dt_fs"),
+            temperature_K=temperature or found.get("temperature_K"), estimator=estimator,
+            contracted=found.get("contracted", False), bec=bec,
+            efield=np.array(efield) if efield else None, resume=not overwrite,
+            groups=species_groups(symbols), model_label=model_fingerprint(model))
+        predictor = APTPredictor.load(model, device=device)
+        client = IPIClient(predictor, settings)
+        client.install_signal_handlers()
+        steps = client.run()
+        click.echo(f"aptnn-ipi: {steps} steps written to {output} ({client.requests} requests, "
+                   f"{client.ignored} ignored)")
+    except APTNNError as err:
+        click.echo(f"aptnn-ipi: error: {err}", err=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()
