@@ -149,6 +149,12 @@ def _rewrite_after_crash(path: str) -> None:
     os.replace(tmp, path)
 
 
+def read_state(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """The producer state arrays of a stream file (empty if none)."""
+    with h5py.File(path, "r", swmr=True) as f:
+        return {k: v[()] for k, v in f["state"].items()} if "state" in f else {}
+
+
 def read_time_chunks(path: str | os.PathLike, chunk: int = 1 << 20):
     """Yield the ``time`` dataset (fs) in chunks, up to the last complete frame; NaN is an error."""
     path = str(path)
@@ -176,7 +182,7 @@ class StreamWriter:
                  temperature_K: float | None = None, volume_A3: float | None = None, natoms: int | None = None,
                  estimator: str | None = None, model: str | None = None, source: str | None = None,
                  resume: bool = False, overwrite: bool = False, flush_every: float | None = None, chunk: int = 4096,
-                 **extra):
+                 state: dict[str, tuple[int, ...]] | None = None, **extra):
         self.path = str(path)
         self.series = list(series)
         if flush_every is None:  # seconds; APTNN_FLUSH_SECONDS overrides the default of 5
@@ -198,6 +204,8 @@ class StreamWriter:
         t = self.file.create_dataset("time", shape=(0,), maxshape=(None,), dtype="f8", chunks=(chunk,))
         t.attrs["units"] = units.TIME
         self.file.create_dataset("series", data=np.array(self.series, dtype=h5py.string_dtype()))
+        for name, shape in (state or {}).items():  # producer state for restarts, overwritten in place
+            self.file.create_dataset(f"state/{name}", shape=shape, dtype="f8", fillvalue=np.nan)
         attrs = dict(format=FORMAT, format_version=FORMAT_VERSION, aptnn_version=__version__, dt_fs=dt_fs,
                      temperature_K=temperature_K, volume_A3=volume_A3, natoms=natoms, estimator=estimator,
                      model=model, source=source, **extra)
@@ -237,6 +245,10 @@ class StreamWriter:
         self.n_frames = n1
         if _time.monotonic() - self._last_flush >= self.flush_every:
             self.flush()
+
+    def set_state(self, name: str, value) -> None:
+        """Overwrite the producer state array ``state/<name>`` (created with ``state=`` at file creation)."""
+        self.file[f"state/{name}"][...] = value
 
     def flush(self) -> None:
         self.file.flush()

@@ -9,6 +9,7 @@ that is an error, never a corrupted series.
 from __future__ import annotations
 
 import json
+import os
 import queue
 import signal
 import threading
@@ -18,10 +19,10 @@ import numpy as np
 from ase import Atoms
 
 from aptnn import units
-from aptnn.drivers.ipi.estimators import StepEstimator
+from aptnn.drivers.ipi.estimators import StepEstimator, minimum_image
 from aptnn.drivers.ipi.protocol import Connection, Request, connect, header, parse_init
 from aptnn.errors import APTNNError
-from aptnn.io.stream import StreamWriter
+from aptnn.io.stream import StreamWriter, read_state
 
 
 class ClientError(APTNNError):
@@ -67,6 +68,8 @@ class Worker(threading.Thread):
         self.steps_written = 0
         self.estimator: StepEstimator | None = None  # built at the first step, after i-PI's INIT parameters
         self.label = ""
+        self.step_offset = 0          # stream step = i-PI step of this connection + offset (restarts)
+        self.restart: dict | None = None
 
     def _make_estimator(self) -> StepEstimator:
         s = self.settings
@@ -103,6 +106,9 @@ class Worker(threading.Thread):
     def _process(self, step: int, positions: list[np.ndarray], cell: np.ndarray | None, apts) -> None:
         if self.estimator is None:
             self.estimator = self._make_estimator()
+            if self._continue_from_file(positions, cell):
+                return  # the restart re-sent the last step already in the file
+        step += self.step_offset
         if self.estimator.estimator == "centroid-apt" and len(positions) > 1:
             positions = [np.mean(positions, axis=0)]
             apts = None
@@ -115,15 +121,60 @@ class Worker(threading.Thread):
         if self.writer is None:
             self._open(cell)
         self.writer.append([time_fs], row[None])
+        self._save_state()
         self.steps_written += 1
+
+    STATE = ("steps", "positions", "apt", "cell")
+
+    def _save_state(self) -> None:
+        """The estimator's history (last two steps) into the file, so that a restart can continue it."""
+        hist = self.estimator.history[-2:]
+        steps = np.full(2, np.nan)
+        steps[2 - len(hist):] = [h[0] for h in hist]
+        self.writer.set_state("steps", steps)
+        for k, (_, pos, apt, cell) in enumerate(hist, start=2 - len(hist)):
+            self.writer.file["state/positions"][k] = pos
+            self.writer.file["state/apt"][k] = apt
+            self.writer.file["state/cell"][k] = cell if cell is not None else np.zeros((3, 3))
+
+    def _continue_from_file(self, positions: list[np.ndarray], cell) -> bool:
+        """On a resumed file: check continuity with the stored last step and restore the history.
+
+        Returns True when the first step received is the stored last step again (to be skipped).
+        """
+        s = self.settings
+        if not (s.resume and os.path.exists(s.output)):
+            return False
+        state = read_state(s.output)
+        if "steps" not in state or np.isnan(state["steps"][-1]):
+            raise ClientError(f"{s.output}: exists but holds no i-PI client state to continue; use --overwrite")
+        steps, stored = state["steps"], state["positions"]
+        if stored.shape[1:] != np.shape(np.stack(positions)):
+            raise ClientError(f"{s.output}: stored beads/atoms {stored.shape[1:3]} differ from i-PI's "
+                              f"{np.shape(positions)[:2]}; use --overwrite or another output")
+        last = np.stack(positions)
+        jump = np.abs(minimum_image(last - stored[-1], cell)).max()
+        if jump > 0.5:
+            raise ClientError(f"{s.output}: i-PI's first positions are {jump:.2f} Å away from the last step in the "
+                              "file: not a continuation of that run (restart i-PI from its RESTART file, or use "
+                              "--overwrite)")
+        for k in range(2):
+            if not np.isnan(steps[k]):
+                c = state["cell"][k] if np.abs(state["cell"][k]).sum() else None
+                self.estimator.history.append((int(steps[k]), stored[k], state["apt"][k], c))
+        duplicate = jump < 1e-6
+        self.step_offset = int(steps[-1]) + (0 if duplicate else 1)
+        return duplicate
 
     def _open(self, cell) -> None:
         s = self.settings
         volume = float(abs(np.linalg.det(cell))) if cell is not None else None
+        b, n = (1 if self.estimator.estimator == "centroid-apt" else s.nbeads), len(s.symbols)
+        state = {"steps": (2,), "positions": (2, b, n, 3), "apt": (2, b, n, 3, 3), "cell": (2, 3, 3)}
         self.writer = StreamWriter(s.output, self.estimator.series, dt_fs=s.dt_fs, temperature_K=s.temperature_K,
-                                   volume_A3=volume, natoms=len(s.symbols), estimator=self.label,
+                                   volume_A3=volume, natoms=n, estimator=self.label,
                                    model=s.model_label, source=f"i-PI {s.address}", resume=s.resume,
-                                   overwrite=not s.resume, nbeads=s.nbeads)
+                                   overwrite=not s.resume, nbeads=s.nbeads, state=state)
 
 
 class IPIClient:
