@@ -188,6 +188,7 @@ class IPIClient:
         self.stop_requested = False
         self.requests = 0
         self.ignored = 0
+        self.fatal: ClientError | None = None   # raised once no request is in flight
 
     # --- signals: finish the request in flight, then leave between requests -----------------------------
     def _on_signal(self, signum, frame) -> None:
@@ -270,9 +271,12 @@ class IPIClient:
                 except ConnectionResetError:
                     break
                 if msg == "STATUS":
-                    self._check_worker()
-                    if self.stop_requested and not have_data:
-                        break  # nothing in flight: leaving now cannot hang i-PI
+                    if not have_data:  # nothing in flight: leaving now cannot hang i-PI
+                        if self.fatal is not None:
+                            raise self.fatal
+                        self._check_worker()
+                        if self.stop_requested and not self.pending:
+                            break  # between steps: a restarted client continues with the next step
                     conn.send(header("HAVEDATA" if have_data else "NEEDINIT" if rid is None else "READY"))
                 elif msg == "INIT":
                     rid, text = conn.recv_init()
@@ -281,10 +285,15 @@ class IPIClient:
                     if rid is None:
                         raise ClientError("i-PI sent positions before INIT")
                     req = conn.recv_posdata(rid)
-                    reply = self._reply(req)
-                    self._accept(req, reply[4])
-                    self.requests += 1
                     have_data = True
+                    self.requests += 1
+                    try:
+                        reply = self._reply(req)
+                        if self.fatal is None:
+                            self._accept(req, reply[4])
+                    except APTNNError as err:  # answer this request first, then stop
+                        self.fatal = err if isinstance(err, ClientError) else ClientError(str(err))
+                        reply = (0.0, np.zeros_like(req.positions), np.zeros((3, 3)), "", None)
                 elif msg == "GETFORCE":
                     conn.send_forces(*reply[:4])
                     have_data, rid, reply = False, None, None  # NEEDINIT next: i-PI re-sends the request id

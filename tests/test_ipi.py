@@ -1,0 +1,168 @@
+"""aptnn-ipi against a real i-PI server with LAMMPS (fix ipi) as the force engine."""
+import signal
+import threading
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from aptnn.cli import post
+from aptnn.drivers.ipi.client import ClientSettings, IPIClient, exact_sum_rule
+from aptnn.drivers.ipi.protocol import Request
+from aptnn.io.stream import n_frames, read_chunks, read_info
+from aptnn.ipi_demo import finish, prepare_ipi_water, run_ipi_pimd, start_aptnn, start_ipi
+
+MODEL = "water-rpbe-d3"
+
+
+def test_pimd_end_to_end(tmp_path):
+    """4-bead PIMD, 100 steps: shapes, series, attributes; EXIT finalises the file."""
+    pos0 = run_ipi_pimd(tmp_path, steps=100, aptnn_args=["-o", "run.dmdt.h5"])
+    log = (tmp_path / "aptnn-ipi.log").read_text()
+    assert "100 steps written" in log and "404 requests" in log
+    out = tmp_path / "run.dmdt.h5"
+    with h5py.File(out, "r") as f:  # closed cleanly: opens without SWMR
+        assert f["dMdt"].shape == (100, 7, 3)
+    info = read_info(out)
+    assert info.series == ["bead0", "bead1", "bead2", "bead3", "centroid", "group:O", "group:H"]
+    assert info.estimator == "increment" and info.extra["nbeads"] == 4
+    assert info.dt_fs == pytest.approx(0.25) and info.temperature_K == pytest.approx(300.0)
+    assert info.model.startswith(MODEL) and info.volume_A3 == pytest.approx(9.865355**3, rel=1e-4)
+    t, d = next(read_chunks(out))
+    np.testing.assert_allclose(t, 0.25 * (np.arange(100) + 0.5))
+    np.testing.assert_allclose(d[:, 4], d[:, :4].mean(1), atol=1e-12)
+    np.testing.assert_allclose(d[:, 5] + d[:, 6], d[:, 4], atol=1e-10)
+    assert pos0.exists()
+
+
+def test_nve_stream_equals_offline_post_processing(tmp_path):
+    """NVE, velocity estimator: the streamed centroid equals aptnn-post on i-PI's own pos/vel output."""
+    pos0 = run_ipi_pimd(tmp_path, steps=30, dt_fs=0.1, nve=True,
+                        aptnn_args=["-o", "run.dmdt.h5", "--estimator", "velocity"])
+    res = CliRunner().invoke(post, [str(pos0), "--timestep", "0.1", "-o", str(tmp_path / "post.h5"), "--quiet"])
+    assert res.exit_code == 0, res.output
+    (ts, stream), (tp, offline) = next(read_chunks(tmp_path / "run.dmdt.h5")), next(read_chunks(tmp_path / "post.h5"))
+    np.testing.assert_allclose(ts, tp[1:-1], atol=1e-9)  # central differences: first and last step missing
+    offline = offline[1:-1]
+    for series in (4, 0):  # centroid, bead 0
+        err = np.linalg.norm(stream[:, series] - offline[:, series]) / np.linalg.norm(offline[:, series])
+        assert err < 1e-3, (series, err)
+
+
+class QuadraticDipoleModel:
+    """A test model with an exactly known dipole, M_ξ(r) = Σ_i q_i r_iξ + Σ_i Σ_ζ A_ξζ r_iζ², and its exact
+    Jacobian as APT, P_i[ξ,ζ] = q_i δ_ξζ + 2 A_ξζ r_iζ. Records every geometry it is asked about."""
+
+    def __init__(self, charges):
+        self.q = np.asarray(charges)
+        self.a = np.array([[0.01, -0.02, 0.005], [0.003, 0.015, -0.01], [-0.007, 0.002, 0.02]])
+        self.seen: list[np.ndarray] = []
+
+    def dipole(self, r):
+        return (self.q[:, None] * r).sum(0) + self.a @ (r**2).sum(0)
+
+    def predict_batch(self, frames, source=None, first_index=0):
+        out = []
+        for atoms in frames:
+            r = atoms.positions
+            self.seen.append(r.copy())
+            out.append(self.q[:, None, None] * np.eye(3) + 2 * self.a[None] * r[:, None, :])
+        return out, None
+
+
+def test_increment_estimator_is_exact_for_a_quadratic_dipole(tmp_path):
+    address = prepare_ipi_water(tmp_path, nbeads=2, steps=12)  # aptnn listed after LAMMPS: rids 2, 3
+    symbols = ["O", "H", "H"] * 32
+    model = QuadraticDipoleModel([-0.82, 0.41, 0.41] * 32)
+    settings = ClientSettings(address=f"{address}-apt", output=str(tmp_path / "exact.h5"), symbols=symbols,
+                              nbeads=2, rid_offset=2, dt_fs=0.25, temperature_K=300.0, resume=False)
+    client = IPIClient(model, settings)
+    thread = threading.Thread(target=client.run)
+    server, lammps = start_ipi(tmp_path, address)
+    thread.start()
+    finish([server, lammps], 120)
+    thread.join(30)
+    assert not thread.is_alive() and client.worker.steps_written == 12
+    _, d = next(read_chunks(tmp_path / "exact.h5"))
+    seen = np.array(model.seen).reshape(13, 2, 96, 3)  # 13 steps × 2 beads, in bead order per step
+    m = np.array([[model.dipole(r) for r in step] for step in seen])  # (13, 2, 3) e·Å
+    expected = np.diff(m, axis=0) / 0.25
+    for bead in range(2):
+        rel = np.abs(d[:, bead] - expected[:, bead]).max() / np.abs(expected[:, bead]).max()
+        assert rel < 1e-6
+    np.testing.assert_allclose(d[:, 2], expected.mean(1), rtol=1e-6, atol=1e-9)
+
+
+def frames_now(path) -> int:
+    try:
+        return n_frames(path)
+    except OSError:  # the writer is still creating the file (before SWMR mode)
+        return 0
+
+
+def test_sigterm_between_steps_and_restart_appends(tmp_path, monkeypatch):
+    monkeypatch.setenv("APTNN_FLUSH_SECONDS", "0")  # every frame visible at once
+    address = prepare_ipi_water(tmp_path, steps=150)
+    server, lammps = start_ipi(tmp_path, address)
+    first = start_aptnn(tmp_path, address, ["-o", "run.dmdt.h5", "--threads", "1"])
+    out = tmp_path / "run.dmdt.h5"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (out.exists() and frames_now(out) >= 10):
+        time.sleep(0.2)
+    first.send_signal(signal.SIGTERM)
+    assert first.wait(timeout=60) == 0
+    assert n_frames(out) >= 10  # valid after SIGTERM
+    second = start_aptnn(tmp_path, address, ["-o", "run.dmdt.h5"], log="second.log")
+    finish([server, lammps, second], 180)  # i-PI did not hang: it finished with the new client
+    assert server.returncode == 0 and second.returncode == 0
+    t, d = next(read_chunks(out))
+    assert "150 steps written" not in (tmp_path / "aptnn-ipi.log").read_text()  # really stopped mid-run
+    np.testing.assert_allclose(t, 0.25 * (np.arange(150) + 0.5))  # all 150 increments, no gap, no repeat
+    assert np.isfinite(d).all()
+
+
+def test_second_client_on_the_same_socket_is_a_clear_error(tmp_path):
+    address = prepare_ipi_water(tmp_path, steps=40)
+    server, lammps = start_ipi(tmp_path, address)
+    a = start_aptnn(tmp_path, address, ["-o", "a.h5"], log="a.log")
+    b = start_aptnn(tmp_path, address, ["-o", "b.h5"], log="b.log")
+    try:
+        a.wait(timeout=120)
+        b.wait(timeout=120)
+    finally:
+        for proc in (server, lammps, a, b):  # with both aptnn clients gone i-PI waits for a new one
+            proc.kill()
+            proc.wait()
+    logs = (tmp_path / "a.log").read_text() + (tmp_path / "b.log").read_text()
+    assert 2 in (a.returncode, b.returncode)
+    assert "second client" in logs and "Traceback" not in logs
+
+
+def test_bec_and_field_replies():
+    from ase.build import molecule
+
+    import aptnn
+
+    model = aptnn.load_model(MODEL)
+    atoms = molecule("H2O")
+    field = np.array([0.01, -0.02, 0.005])
+    settings = ClientSettings(address="unused", output="unused.h5", symbols=atoms.get_chemical_symbols(),
+                              dt_fs=0.5, bec=True, efield=field)
+    client = IPIClient(model, settings)
+    from aptnn import units
+    req = Request(0, np.zeros((3, 3)), atoms.positions / units.BOHR_TO_ANGSTROM)
+    energy, forces, virial, extras, apt = client._reply(req)
+    p = exact_sum_rule(model.predict(atoms))
+    np.testing.assert_allclose(apt, p, atol=1e-12)
+    np.testing.assert_allclose(p.sum(0), 0, atol=1e-12)
+    np.testing.assert_allclose(forces, np.einsum("nxz,x->nz", p, field), atol=1e-12)  # F_iζ = Σ_ξ P_i[ξ,ζ] E_ξ
+    import json
+    bec = np.array(json.loads(extras)["BEC"])
+    assert bec.shape == (9, 3)
+    # i-PI: Z[3i+α, β] = ∂μ_β/∂R_iα, the transpose of P_i[β, α]
+    for i in range(3):
+        np.testing.assert_allclose(bec[3 * i:3 * i + 3], p[i].T, atol=1e-12)
+    assert energy == 0 and not virial.any()
