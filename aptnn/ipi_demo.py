@@ -125,15 +125,20 @@ def start_aptnn(workdir: Path, address: str, args: list[str], log: str = "aptnn-
 
 
 def finish(procs: list[subprocess.Popen | None], timeout: float) -> None:
-    """Wait for every process (i-PI first), killing what is still running at the end."""
+    """Wait for every process; if one fails while others still run (i-PI would wait for it forever), or the
+    time runs out, kill the rest."""
+    procs = [p for p in procs if p is not None]
+    deadline = time.monotonic() + timeout
     try:
-        for proc in procs:
-            if proc is not None:
-                proc.wait(timeout=timeout)
+        while any(p.poll() is None for p in procs):
+            if any(p.returncode not in (None, 0) for p in procs) or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
     finally:
         for proc in procs:
-            if proc is not None and proc.poll() is None:
+            if proc.poll() is None:
                 proc.kill()
+                proc.wait()
 
 
 def run_ipi_pimd(workdir: str | os.PathLike, n_molecules: int = 32, nbeads: int = 4, steps: int = 40,

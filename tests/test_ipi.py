@@ -166,3 +166,42 @@ def test_bec_and_field_replies():
     for i in range(3):
         np.testing.assert_allclose(bec[3 * i:3 * i + 3], p[i].T, atol=1e-12)
     assert energy == 0 and not virial.any()
+
+
+def test_centroid_contraction_mode(tmp_path):
+    """<force nbeads='1'>: i-PI sends the centroid only; one series, labelled as APT at the centroid."""
+    run_ipi_pimd(tmp_path, steps=20, aptnn_args=["-o", "run.dmdt.h5"],
+                 aptnn_force="<force forcefield='aptnn' nbeads='1'/>")
+    info = read_info(tmp_path / "run.dmdt.h5")
+    assert info.series == ["centroid", "group:O", "group:H"]
+    assert info.estimator == "increment/apt-at-centroid"
+    assert "20 steps written (21 requests" in (tmp_path / "aptnn-ipi.log").read_text().replace(" to run.dmdt.h5", "")
+
+
+@pytest.mark.parametrize("example,expected", [
+    ("water_pimd", {"nbeads": 4, "dt_fs": 0.25, "rid_offset": 4, "contracted": False}),
+    ("water_classical", {"nbeads": 1, "dt_fs": 0.5, "rid_offset": 1, "contracted": False}),
+    ("water_driven_bec", {"nbeads": 1, "dt_fs": 0.5, "rid_offset": 1, "contracted": False}),
+])
+def test_settings_read_from_the_example_inputs(example, expected):
+    from aptnn.drivers.ipi.cli import read_ipi_input
+
+    path = Path(__file__).resolve().parents[1] / "ipi_examples" / example / "input.xml"
+    found = read_ipi_input(str(path), "aptnn-example-apt")
+    assert {k: found[k] for k in expected} == expected
+    assert found["temperature_K"] == pytest.approx(300.0) and found["structure"].endswith("init.xyz")
+
+
+@pytest.mark.slow
+def test_pimd_example_script_runs(tmp_path):
+    """ipi_examples/water_pimd/run.sh in quick mode ends with a spectrum plot."""
+    import shutil
+    import subprocess
+
+    src = Path(__file__).resolve().parents[1] / "ipi_examples"
+    shutil.copytree(src, tmp_path / "ex")
+    res = subprocess.run(["bash", str(tmp_path / "ex" / "water_pimd" / "run.sh")], env={**__import__("os").environ,
+                         "QUICK": "1"}, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert (tmp_path / "ex" / "water_pimd" / "spectrum.png").stat().st_size > 10_000
+    assert "200 steps written" in res.stdout

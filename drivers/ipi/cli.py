@@ -40,6 +40,8 @@ def read_ipi_input(path: str, address: str | None) -> dict:
     nbeads = int(init.get("nbeads", 1)) if init is not None else 1
     out: dict = {"nbeads": nbeads}
     ts = system.find("motion/dynamics/timestep")
+    if ts is None:  # (an Element without children is falsy: no `or` here)
+        ts = system.find("motion/driven_dynamics/timestep")
     if ts is not None:
         out["dt_fs"] = _to_fs(ts.text, ts.get("units"))
     temp = system.find("ensemble/temperature")
