@@ -6,6 +6,7 @@ unwrapped), velocities in Å/fs (None when the file has none), time in fs (None 
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -197,7 +198,9 @@ class LAMMPSDumpSource(FrameSource):
         self.path = path
         self.flen, self.ftime, self.fvel = units.LAMMPS_UNITS[lammps_units]
         self.timestep_fs = None if timestep is None else timestep * self.ftime
-        self.u = mda.Universe(path, format="LAMMPSDUMP", dt=(self.timestep_fs or 1000.0) / 1000.0)
+        with warnings.catch_warnings():  # masses are not needed (MDAnalysis warns it guesses them)
+            warnings.filterwarnings("ignore", message="No mass column")
+            self.u = mda.Universe(path, format="LAMMPSDUMP", dt=(self.timestep_fs or 1000.0) / 1000.0)
         self.elements = _dump_elements(path)
         if self.elements is None and not types:
             raise InputError("dump has no element column: map atom types with --types (e.g. --types O H)", path)
