@@ -241,7 +241,8 @@ if __name__ == "__main__":
 @click.option("--stride", default=1, show_default=True, help="Evaluate every K-th frame.")
 @click.option("--groups", multiple=True, help="Extra groups as MDAnalysis selections, NAME=SELECTION "
               "(e.g. 'water=name O H'); element groups are always written.")
-@click.option("--batch-size", default=8, show_default=True, help="Frames per model call.")
+@click.option("--batch-size", type=int, default=None,
+              help="Frames per model call (default 1 on the CPU, where batching only costs memory; 16 on a GPU).")
 @click.option("--device", default="cpu", show_default=True, help="torch device: cpu or cuda.")
 @click.option("--format", "fmt", default=None, type=click.Choice(["extxyz", "h5md", "lammpsdump", "ipi", "ase"]),
               help="Trajectory format (default: from the file name and content).")
@@ -279,7 +280,8 @@ def post(trajectories, model, output, spectrum_csv, plot, stride, groups, batch_
         _threads(threads)
         if output and len(trajectories) > 1:
             raise click.UsageError("-o names one output: give one trajectory, or let outputs be named TRAJ.dmdt.h5")
-        settings = PostSettings(stride=stride, batch_size=batch_size, temperature_K=temperature,
+        batch = batch_size or (1 if device == "cpu" else 16)
+        settings = PostSettings(stride=stride, batch_size=batch, temperature_K=temperature,
                                 overwrite=overwrite, progress=not quiet)
         streams = []
         for path in trajectories:
@@ -330,7 +332,7 @@ def demo(output, molecules, steps, dt, model, threads):
         dump = run_water(out, n_molecules=molecules, steps=steps, dt_fs=dt, equilibrate=2000)
         click.echo("2/3 APT model over the trajectory → dM/dt stream …")
         stream = run(open_run(str(dump), timestep=dt), model, str(out / "water.dmdt.h5"),
-                     PostSettings(overwrite=True, batch_size=8))
+                     PostSettings(overwrite=True))
         click.echo("3/3 spectrum …")
         spec = compute_spectrum([stream], max_lag_fs=min(500.0, steps * dt / 2), n_blocks=4)
         spec.write_csv(out / "spectrum.csv")

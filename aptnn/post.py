@@ -26,7 +26,7 @@ from aptnn.predict import APTPredictor
 @dataclass
 class PostSettings:
     stride: int = 1
-    batch_size: int = 8
+    batch_size: int = 1   # frames per model call: on the CPU batching only costs memory
     temperature_K: float | None = None   # default: kinetic temperature of the first frames
     overwrite: bool = False
     progress: bool = True
