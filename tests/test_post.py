@@ -216,3 +216,19 @@ def test_pimd_bead_files_centroid_and_centroid_apt(ipi_pimd, tmp_path):
     np.testing.assert_allclose(da[:, :4], d[:, :4], atol=1e-12)  # bead series are the same
     diff = np.abs(da[:, 4] - d[:, 4]).max()
     assert 1e-6 < diff < 0.5 * np.abs(d[:, 4]).max()  # a different, but related, estimator
+
+
+def test_mdanalysis_selection_groups(lammps_water, tmp_path):
+    res = CliRunner().invoke(post, [str(lammps_water), "-o", str(tmp_path / "g.h5"), "--timestep", "0.5", "--quiet",
+                                    "--groups", "water=name O H", "--groups", "first=index 0:2"])
+    assert res.exit_code == 0, res.output
+    info = read_info(tmp_path / "g.h5")
+    assert info.series == ["total", "group:O", "group:H", "group:water", "group:first"]
+    _, d = next(read_chunks(tmp_path / "g.h5"))
+    np.testing.assert_allclose(d[:, 3], d[:, 0], atol=1e-12)  # every atom is in 'water'
+    steps, elements, pos, vel = parse_dump(lammps_water)
+    p = aptnn.load_model(MODEL).predict(Atoms(elements, positions=pos[0], cell=np.eye(3) * 9.865355, pbc=True))
+    np.testing.assert_allclose(d[0, 4], np.einsum("nij,nj->i", p[:3], vel[0][:3]), rtol=1e-4, atol=1e-7)
+    res = CliRunner().invoke(post, [str(lammps_water), "-o", str(tmp_path / "h.h5"), "--timestep", "0.5", "--quiet",
+                                    "--groups", "none=name Xx"])
+    assert res.exit_code == 2 and "matches no atom" in res.output
