@@ -136,7 +136,8 @@ def run(sources: list[FrameSource], model: str, output: str, settings: PostSetti
         group_masks.update(selection_groups(first, groups))
     engine = DipoleDerivativeEngine(predictor, group_masks)
     temperature = settings.temperature_K
-    kinetic = float(np.mean([kinetic_temperature(f) for f in firsts]))
+    # ring-polymer beads move at P times the physical temperature: divide by P
+    kinetic = float(np.mean([kinetic_temperature(f) for f in firsts])) / len(sources)
     if temperature is None:
         temperature = kinetic
     elif not 0.5 < kinetic / temperature < 2.0:

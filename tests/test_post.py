@@ -197,6 +197,7 @@ def test_pimd_bead_files_centroid_and_centroid_apt(ipi_pimd, tmp_path):
     info = read_info(out)
     assert info.series == ["bead0", "bead1", "bead2", "bead3", "centroid", "group:O", "group:H"]
     assert info.estimator == "velocity/centroid" and info.extra["nbeads"] == 4 and info.dt_fs == 0.25
+    assert 150 < info.temperature_K < 600  # physical temperature (300 K thermostat), not the beads' P·T
     t, d = next(read_chunks(out))
     assert len(t) == 31
     np.testing.assert_allclose(d[:, 4], d[:, :4].mean(1), atol=1e-12)
