@@ -33,12 +33,14 @@ def test_schema_and_units(tmp_path):
 
 def test_refuses_to_overwrite_and_resumes(tmp_path):
     path = tmp_path / "r.h5"
-    with StreamWriter(path, ["total"], dt_fs=1.0) as w:
+    with StreamWriter(path, ["total"], dt_fs=1.0, source="run.lammpstrj") as w:
         w.append(np.arange(5.0), np.zeros((5, 1, 3)))
     with pytest.raises(InputError, match="output exists"):
         StreamWriter(path, ["total"], dt_fs=1.0)
     with pytest.raises(InputError, match="cannot resume"):
         StreamWriter(path, ["total", "bead0"], dt_fs=1.0, resume=True)
+    with pytest.raises(InputError, match="cannot resume: file was written from source"):
+        StreamWriter(path, ["total"], dt_fs=1.0, resume=True, source="other.lammpstrj")
     with StreamWriter(path, ["total"], dt_fs=1.0, resume=True) as w:
         assert w.n_frames == 5
         w.append(np.arange(5.0, 8.0), np.ones((3, 1, 3)))

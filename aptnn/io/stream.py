@@ -191,7 +191,7 @@ class StreamWriter:
         self._last_flush = _time.monotonic()
         exists = os.path.exists(self.path)
         if exists and resume:
-            self._open_existing(dt_fs)
+            self._open_existing(dt_fs, source, model)
             return
         if exists and not overwrite:
             raise InputError("output exists: pass resume to continue it or overwrite to replace it", self.path)
@@ -215,8 +215,12 @@ class StreamWriter:
         self.file.swmr_mode = True
         self.n_frames = 0
 
-    def _open_existing(self, dt_fs):
+    def _open_existing(self, dt_fs, source, model):
         info = read_info(self.path)
+        for name, mine, theirs in (("source", source, info.source), ("model", model, info.model)):
+            if mine is not None and theirs is not None and mine != theirs:
+                raise InputError(f"cannot resume: file was written from {name} {theirs!r}, not {mine!r} "
+                                 "(use overwrite, or another output)", self.path)
         if info.series != self.series:
             raise InputError(f"cannot resume: file has series {info.series}, not {self.series}", self.path)
         if dt_fs is not None and info.dt_fs is not None and not np.isclose(info.dt_fs, dt_fs):
