@@ -216,6 +216,39 @@ def spectrum(streams, output, plot, max_lag, window_name, qcf, temperature, volu
 
 
 @main.command()
+@click.argument("input_file", type=click.Path(exists=True, dir_okay=False))
+@click.option("-o", "--output", required=True, help="extxyz with reference APTs (`apt`, e, row-major ∂M_ξ/∂r_ζ).")
+@click.option("--backend", default="xtb", show_default=True, type=click.Choice(["xtb"]),
+              help="Electronic-structure backend (xtb: GFN2-xTB via tblite, clusters only).")
+@click.option("--route", default="field", show_default=True, type=click.Choice(["field", "displacement"]),
+              help="field: P = ∂F/∂E from ±E (6 single points per frame); displacement: P = ∂M/∂r from ±δ "
+                   "(6 per atom).")
+@click.option("--field", "field_strength", default=0.01, show_default=True, help="Field strength in V/Å.")
+@click.option("--delta", default=0.01, show_default=True, help="Displacement in Å.")
+@click.option("--atoms", "atom_list", default=None, help="Comma-separated atom indices to label (partial labels).")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def label(input_file, output, backend, route, field_strength, delta, atom_list, quiet):
+    """Compute reference APTs for the frames of INPUT_FILE with an electronic-structure backend."""
+    from aptnn.io import read_frames, write_frames
+    from aptnn.label.run import label_frames
+
+    def go():
+        frames = read_frames(input_file)
+        indices = [int(i) for i in atom_list.split(",")] if atom_list else None
+        done, failed = label_frames(frames, backend, route, field_strength, delta, indices, input_file,
+                                    progress=not quiet)
+        if done:
+            write_frames(output, done)
+        for k, why in failed:
+            click.echo(f"frame {k}: not labelled: {why}", err=True)
+        click.echo(f"labelled {len(done)} of {len(frames)} frame(s) ({backend}, {route} route) → {output}")
+        if failed:
+            sys.exit(1)
+
+    _run(go)
+
+
+@main.command()
 def models():
     """List the models shipped inside the package."""
     from aptnn.model.checkpoint import load_checkpoint, shipped_models

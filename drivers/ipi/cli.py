@@ -96,11 +96,15 @@ def read_symbols(structure: str) -> list[str]:
 @click.option("--bec", is_flag=True, help="Return Born effective charges as i-PI `BEC` extras (driven dynamics).")
 @click.option("--efield", nargs=3, type=float, default=None,
               help="Static field Ex Ey Ez in atomic units: return forces F_i = P_iᵀ·E (hartree/bohr).")
+@click.option("--nice", "worker_nice", default=10, show_default=True,
+              help="Niceness of the model thread: it uses the CPU the MD leaves idle (0: same priority).")
+@click.option("--queue", "queue_size", default=64, show_default=True,
+              help="Steps buffered for the model thread before i-PI is held back (memory: steps × beads × atoms).")
 @click.option("--overwrite", is_flag=True, help="Start the output anew instead of continuing it.")
 @click.option("--threads", type=int, default=None, help="torch CPU threads.")
 @click.option("--device", default="cpu", show_default=True)
 def main(address, model, output, ipi_input, structure, dt, temperature, nbeads, rid_offset, estimator, bec, efield,
-         overwrite, threads, device):
+         worker_nice, queue_size, overwrite, threads, device):
     """Stream dM/dt (e·Å/fs) of a running i-PI simulation into an HDF5 file, per bead, centroid and element.
 
     Add to the i-PI input an `<ffsocket name='aptnn' mode='unix'><address>NAME</address></ffsocket>` and a
@@ -127,7 +131,8 @@ def main(address, model, output, ipi_input, structure, dt, temperature, nbeads, 
             else found.get("rid_offset", 0), dt_fs=dt or found.get("dt_fs"),
             temperature_K=temperature or found.get("temperature_K"), estimator=estimator,
             contracted=found.get("contracted", False), bec=bec,
-            efield=np.array(efield) if efield else None, resume=not overwrite,
+            efield=np.array(efield) if efield else None, resume=not overwrite, worker_nice=worker_nice,
+            queue_size=queue_size,
             groups=species_groups(symbols), model_label=model_fingerprint(model))
         predictor = APTPredictor.load(model, device=device)
         client = IPIClient(predictor, settings)

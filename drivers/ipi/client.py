@@ -45,6 +45,7 @@ class ClientSettings:
     bec: bool = False                   # return i-PI's BEC extras (Born charges, e)
     efield: np.ndarray | None = None    # static field (a.u.): forces F_i = P_iᵀ·E
     queue_size: int = 64                # steps waiting for the worker before i-PI is held back
+    worker_nice: int = 10               # niceness added to the worker thread (0: same priority as the MD)
     resume: bool = True
     groups: dict[str, np.ndarray] = field(default_factory=dict)
     model_label: str = ""
@@ -81,6 +82,11 @@ class Worker(threading.Thread):
         return StepEstimator(estimator, nbeads, s.dt_fs, s.groups)
 
     def run(self) -> None:
+        if self.settings.worker_nice:  # the MD gets the CPU first; the worker uses what is left
+            try:
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self.settings.worker_nice)
+            except (AttributeError, OSError):  # not Linux: leave the priority alone
+                pass
         try:
             while True:
                 item = self.queue.get()
