@@ -74,7 +74,9 @@ def neighbour_list(atoms: Atoms, cutoff: float) -> tuple[np.ndarray, np.ndarray,
         points=positions, box=cell, periodic=pbc if pbc.any() else False, quantities="ijS")
     i = i.astype(np.int64)
     j = j.astype(np.int64)
-    vectors = positions[j] - positions[i] + shifts.astype(np.float64) @ cell
+    # S·cell written out: a (E×3)·(3×3) BLAS call would wake multi-threaded BLAS for no gain
+    shifts = shifts.astype(np.float64)
+    vectors = positions[j] - positions[i] + shifts[:, :1] * cell[0] + shifts[:, 1:2] * cell[1] + shifts[:, 2:] * cell[2]
     return i, j, vectors
 
 
