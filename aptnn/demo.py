@@ -49,6 +49,24 @@ def water_data(n_molecules: int, seed: int = 0, density: float = WATER_DENSITY_G
     return "\n".join(lines) + "\n", box
 
 
+def spcfw_setup(data_file, box: float) -> str:
+    """LAMMPS commands (real units) that read ``data_file`` and define the SPC/Fw force field."""
+    p = SPCFW
+    return f"""units real
+atom_style full
+boundary p p p
+read_data {data_file}
+pair_style lj/cut/coul/long {min(9.0, 0.49 * box):.3f}
+pair_coeff 1 1 {p['eps_OO']} {p['sigma_OO']}
+pair_coeff * 2 0.0 0.0
+kspace_style pppm 1e-5
+bond_style harmonic
+bond_coeff 1 {p['k_bond']} {p['r0']}
+angle_style harmonic
+angle_coeff 1 {p['k_angle']} {p['theta0']}
+"""
+
+
 def load_lammps():
     """Import the LAMMPS Python module with its MPI library preloaded from this environment."""
     for lib in glob.glob(os.path.join(sys.prefix, "lib", "libmpi.so.12")):
@@ -60,7 +78,7 @@ def load_lammps():
 
 def run_water(workdir: str | os.PathLike, n_molecules: int = 32, steps: int = 400, dt_fs: float = 0.5,
               temperature: float = 300.0, dump_every: int = 1, seed: int = 1, equilibrate: int = 400,
-              dump_name: str = "water.lammpstrj", extra_dump: str | None = None) -> Path:
+              dump_name: str = "water.lammpstrj") -> Path:
     """Run SPC/Fw water in LAMMPS (real units) and dump ``element xu yu zu vx vy vz`` every ``dump_every`` steps.
 
     Thermalised with a Langevin thermostat during ``equilibrate`` steps, then NVE for ``steps`` steps
@@ -70,23 +88,9 @@ def run_water(workdir: str | os.PathLike, n_molecules: int = 32, steps: int = 40
     workdir.mkdir(parents=True, exist_ok=True)
     text, box = water_data(n_molecules, seed)
     (workdir / "water.data").write_text(text)
-    cutoff = min(9.0, 0.49 * box)
     lmp = load_lammps()(cmdargs=["-log", str(workdir / "log.lammps"), "-screen", "none", "-nocite"])
-    p = SPCFW
     try:
-        lmp.commands_string(f"""
-            units real
-            atom_style full
-            boundary p p p
-            read_data {workdir / 'water.data'}
-            pair_style lj/cut/coul/long {cutoff:.3f}
-            pair_coeff 1 1 {p['eps_OO']} {p['sigma_OO']}
-            pair_coeff * 2 0.0 0.0
-            kspace_style pppm 1e-5
-            bond_style harmonic
-            bond_coeff 1 {p['k_bond']} {p['r0']}
-            angle_style harmonic
-            angle_coeff 1 {p['k_angle']} {p['theta0']}
+        lmp.commands_string(spcfw_setup(workdir / "water.data", box) + f"""
             neighbor 2.0 bin
             timestep {dt_fs}
             minimize 1e-4 1e-6 200 2000
@@ -99,7 +103,6 @@ def run_water(workdir: str | os.PathLike, n_molecules: int = 32, steps: int = 40
             reset_timestep 0
             dump traj all custom {dump_every} {workdir / dump_name} id type element xu yu zu vx vy vz
             dump_modify traj element O H sort id
-            {extra_dump or ''}
             run {steps}
         """)
     finally:

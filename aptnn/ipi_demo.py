@@ -9,7 +9,7 @@ import time
 import uuid
 from pathlib import Path
 
-from aptnn.demo import SPCFW, water_data
+from aptnn.demo import spcfw_setup, water_data
 
 IPI_INPUT = """<simulation verbosity='low' safe_stride='100'>
   <output prefix='{prefix}'>
@@ -54,20 +54,7 @@ def ipi_init_xyz(data_text: str, box: float) -> str:
 
 def lammps_ipi_client_script(data_file: str, address: str, box: float) -> str:
     """LAMMPS input that serves SPC/Fw forces to i-PI over a unix socket (``fix ipi``)."""
-    p = SPCFW
-    return f"""units real
-atom_style full
-boundary p p p
-read_data {data_file}
-pair_style lj/cut/coul/long {min(9.0, 0.49 * box):.3f}
-pair_coeff 1 1 {p['eps_OO']} {p['sigma_OO']}
-pair_coeff * 2 0.0 0.0
-kspace_style pppm 1e-5
-bond_style harmonic
-bond_coeff 1 {p['k_bond']} {p['r0']}
-angle_style harmonic
-angle_coeff 1 {p['k_angle']} {p['theta0']}
-fix ipi all ipi {address} 32345 unix
+    return spcfw_setup(data_file, box) + f"""fix ipi all ipi {address} 32345 unix
 run 100000000
 """
 
