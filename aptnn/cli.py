@@ -248,6 +248,40 @@ def label(input_file, output, backend, route, field_strength, delta, atom_list, 
     _run(go)
 
 
+@main.command("select")
+@click.argument("trajectory", type=click.Path(exists=True, dir_okay=False))
+@click.option("-n", "count", required=True, type=int, help="Number of frames to select.")
+@click.option("-o", "--output", required=True, help="extxyz of the selected frames (info: source_frame).")
+@click.option("--method", default="fps", show_default=True, type=click.Choice(["random", "fps", "committee"]),
+              help="random; fps: farthest points on the model's invariant descriptors; committee: largest APT "
+                   "spread of a committee model (e).")
+@click.option("--model", default="water-rpbe-d3", show_default=True, help="Model for fps / committee.")
+@click.option("--format", "fmt", default=None, help="Trajectory format (default: detected).")
+@click.option("--seed", default=0, show_default=True, help="Seed of the random method.")
+def select_frames(trajectory, count, output, method, model, fmt, seed):
+    """Choose COUNT frames of TRAJECTORY for labelling (any format aptnn-post reads)."""
+    from aptnn.io import write_frames
+    from aptnn.io.trajectory import open_trajectory
+    from aptnn.predict import APTPredictor
+    from aptnn.select import select
+
+    def go():
+        frames = [f.atoms for f in open_trajectory(trajectory, fmt)]
+        predictor = APTPredictor.load(model) if method != "random" else None
+        chosen, scores = select(frames, count, method, predictor, seed)
+        out = []
+        for k in chosen:
+            atoms = frames[k].copy()
+            atoms.info["source_frame"] = k
+            if scores is not None:
+                atoms.info["apt_spread_e"] = float(scores[k])
+            out.append(atoms)
+        write_frames(output, out)
+        click.echo(f"selected frames {chosen} of {len(frames)} ({method}) → {output}")
+
+    _run(go)
+
+
 @main.command()
 def models():
     """List the models shipped inside the package."""

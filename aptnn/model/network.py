@@ -134,8 +134,8 @@ class APTNetwork(torch.nn.Module):
         self.register_buffer("component_scale", scale.repeat_interleave(torch.tensor([1, 3, 5])))
         self.register_buffer("q", change_of_basis(torch.get_default_dtype()))
 
-    def irreducible(self, batch: Batch) -> torch.Tensor:
-        """(N, 9) irreducible components (0e | 1e | 2e) of the APTs, in e, before the sum rule."""
+    def features(self, batch: Batch) -> torch.Tensor:
+        """Per-atom hidden features after the last layer (irreps of ``self.layers[-1].irreps_out``)."""
         lengths = batch.vectors.norm(dim=1)
         sh = o3.spherical_harmonics(self.irreps_sh, batch.vectors, normalize=True, normalization="component")
         radial = self.radial_basis(lengths)
@@ -143,7 +143,17 @@ class APTNetwork(torch.nn.Module):
             batch.vectors.dtype))
         for layer in self.layers:
             h = layer(h, sh, radial, batch.senders, batch.receivers)
-        y = self.readout(h) * self.component_scale
+        return h
+
+    def descriptors(self, batch: Batch) -> torch.Tensor:
+        """(N, C) rotation-invariant per-atom descriptors: the scalar (0e) channels of the last layer."""
+        h = self.features(batch)
+        irreps = self.layers[-1].irreps_out
+        return torch.cat([h[:, sl] for sl, (_, ir) in zip(irreps.slices(), irreps) if ir == o3.Irrep("0e")], dim=1)
+
+    def irreducible(self, batch: Batch) -> torch.Tensor:
+        """(N, 9) irreducible components (0e | 1e | 2e) of the APTs, in e, before the sum rule."""
+        y = self.readout(self.features(batch)) * self.component_scale
         return torch.cat([y[:, :1] + self.iso_mean[batch.species, None], y[:, 1:]], dim=1)
 
     def forward(self, batch: Batch, total_charge: torch.Tensor | float = 0.0) -> torch.Tensor:
