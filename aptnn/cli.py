@@ -283,6 +283,47 @@ def select_frames(trajectory, count, output, method, model, fmt, seed):
 
 
 @main.command()
+@click.argument("pool", type=click.Path(exists=True, dir_okay=False))
+@click.option("--test", "test_file", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="Labelled frames (extxyz with `apt`, e) for the test RMSE of every round.")
+@click.option("-o", "--output", default="learn", show_default=True, help="Folder for labels, models and rounds.csv.")
+@click.option("--initial", default=4, show_default=True, help="Frames labelled first (random).")
+@click.option("--per-round", default=2, show_default=True, help="Frames labelled per round.")
+@click.option("--rounds", default=5, show_default=True, help="Rounds after the first (the label budget).")
+@click.option("--method", default="committee", show_default=True, type=click.Choice(["committee", "fps", "random"]))
+@click.option("--committee", "members", default=2, show_default=True, help="Committee members per model.")
+@click.option("--target-rmse", type=float, default=None, help="Stop once the test RMSE (e) is below this.")
+@click.option("--epochs", default=60, show_default=True, help="Training epochs per round.")
+@click.option("--channels", default=4, show_default=True, help="Model channels per irrep.")
+@click.option("--cutoff", default=5.0, show_default=True, help="Model cutoff in Å.")
+@click.option("--seed", default=0, show_default=True)
+def learn(pool, test_file, output, initial, per_round, rounds, method, members, target_rmse, epochs, channels,
+          cutoff, seed):
+    """Active learning on POOL (any trajectory aptnn-post reads): select → label (xTB) → retrain → test.
+
+    Resumable: re-running with the same OUTPUT continues after the last finished round; no frame is labelled
+    twice. Progress in OUTPUT/rounds.csv (labels, test RMSE in e, committee spread in e, choices).
+    """
+    from aptnn.io import read_frames
+    from aptnn.io.trajectory import open_trajectory
+    from aptnn.learn import LearnSettings
+    from aptnn.learn import learn as run_learn
+
+    def go():
+        frames = [f.atoms for f in open_trajectory(pool)]
+        test = read_frames(test_file)
+        settings = LearnSettings(initial=initial, per_round=per_round, rounds=rounds, method=method,
+                                 committee=members, target_rmse=target_rmse, epochs=epochs, channels=channels,
+                                 cutoff=cutoff, seed=seed)
+        rows = run_learn(frames, test, output, settings)
+        for r in rows:
+            click.echo(f"round {r['round']}: {r['labels']} labels, test RMSE {r['test_rmse_e']} e, "
+                       f"spread {r['mean_spread_e']} e ({r['why']})")
+
+    _run(go)
+
+
+@main.command()
 def models():
     """List the models shipped inside the package."""
     from aptnn.model.checkpoint import load_checkpoint, shipped_models
