@@ -227,8 +227,6 @@ def models():
                    f"{training.get('description', '')}")
 
 
-if __name__ == "__main__":
-    main()
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -305,3 +303,6 @@ def post(trajectories, model, output, spectrum_csv, plot, stride, groups, batch_
 
 
 from aptnn import cli_workflows  # noqa: E402,F401  (registers demo, label, select, learn)
+
+if __name__ == "__main__":
+    main()
