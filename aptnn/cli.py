@@ -304,5 +304,7 @@ def post(trajectories, model, output, spectrum_csv, plot, stride, groups, batch_
 
 from aptnn import cli_workflows  # noqa: E402,F401  (registers demo, label, select, learn)
 
-if __name__ == "__main__":
-    main()
+if __name__ == "__main__":  # run the imported module's group, where the workflow commands registered
+    from aptnn.cli import main as registered_main
+
+    registered_main()
