@@ -233,3 +233,18 @@ def test_mdanalysis_selection_groups(lammps_water, tmp_path):
     res = CliRunner().invoke(post, [str(lammps_water), "-o", str(tmp_path / "h.h5"), "--timestep", "0.5", "--quiet",
                                     "--groups", "none=name Xx"])
     assert res.exit_code == 2 and "matches no atom" in res.output
+
+
+@pytest.mark.slow
+def test_lammps_example_script_runs(tmp_path):
+    """lammps_examples/water_post/run.sh in quick mode: LAMMPS → aptnn-post → spectrum plot."""
+    import shutil
+    from pathlib import Path
+
+    src = Path(__file__).resolve().parents[1] / "lammps_examples" / "water_post"
+    shutil.copytree(src, tmp_path / "ex", ignore=shutil.ignore_patterns("*.lammpstrj", "*.h5", "spectrum.*"))
+    res = subprocess.run(["bash", str(tmp_path / "ex" / "run.sh")], env={**os.environ, "QUICK": "1"},
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert (tmp_path / "ex" / "spectrum.png").stat().st_size > 10_000
+    assert read_info(tmp_path / "ex" / "water.dmdt.h5").natoms == 192
