@@ -73,24 +73,25 @@ TIME_TO_FS = {"fs": 1.0, "ps": 1e3, "ns": 1e6, "s": 1e15, "au": AU_TIME_TO_FS, "
 ASE_TIME_TO_FS: float = 1.0 / _ase.fs
 
 
-def parse_length(unit: str | None, default: float = 1.0) -> float:
-    """Factor converting a length given in ``unit`` (e.g. "nm", "Angstrom") to Å."""
+def _lookup(table: dict[str, float], unit: str | None, default: float, kind: str) -> float:
     if not unit:
         return default
     key = unit.strip().lower()
-    if key not in LENGTH_TO_ANGSTROM:
-        raise ValueError(f"unknown length unit {unit!r}")
-    return LENGTH_TO_ANGSTROM[key]
+    if key not in table:
+        from aptnn.errors import InputError
+
+        raise InputError(f"unknown {kind} unit {unit!r} (known: {', '.join(sorted(table))})")
+    return table[key]
+
+
+def parse_length(unit: str | None, default: float = 1.0) -> float:
+    """Factor converting a length given in ``unit`` (e.g. "nm", "Angstrom") to Å."""
+    return _lookup(LENGTH_TO_ANGSTROM, unit, default, "length")
 
 
 def parse_time(unit: str | None, default: float = 1.0) -> float:
     """Factor converting a time given in ``unit`` (e.g. "ps") to fs."""
-    if not unit:
-        return default
-    key = unit.strip().lower()
-    if key not in TIME_TO_FS:
-        raise ValueError(f"unknown time unit {unit!r}")
-    return TIME_TO_FS[key]
+    return _lookup(TIME_TO_FS, unit, default, "time")
 
 
 def parse_velocity(unit: str | None, default: float = 1.0) -> float:
@@ -103,6 +104,8 @@ def parse_velocity(unit: str | None, default: float = 1.0) -> float:
     else:
         parts = text.split()
         if len(parts) != 2 or not parts[1].endswith("-1"):
-            raise ValueError(f"unknown velocity unit {unit!r}")
+            from aptnn.errors import InputError
+
+            raise InputError(f"unknown velocity unit {unit!r}")
         length, time = parts[0], parts[1][:-2]
     return parse_length(length) / parse_time(time)
