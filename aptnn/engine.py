@@ -13,13 +13,15 @@ from ase import Atoms
 from aptnn.predict import APTPredictor
 
 
+def series_sums(per_atom: np.ndarray, groups: dict[str, np.ndarray] | None = None) -> np.ndarray:
+    """Per-atom contributions (…, N, 3) → (…, 1 + n_groups, 3): the total, then each group (atom masks)."""
+    parts = [per_atom.sum(-2)] + [per_atom[..., mask, :].sum(-2) for mask in (groups or {}).values()]
+    return np.stack(parts, axis=-2)
+
+
 def dmdt(apt: np.ndarray, velocities: np.ndarray, groups: dict[str, np.ndarray] | None = None) -> np.ndarray:
     """Series (1 + n_groups, 3) of dM/dt in e·Å/fs: total, then each group (boolean atom masks)."""
-    per_atom = np.einsum("nij,nj->ni", apt, velocities)
-    out = [per_atom.sum(0)]
-    for mask in (groups or {}).values():
-        out.append(per_atom[mask].sum(0))
-    return np.stack(out)
+    return series_sums(np.einsum("nij,nj->ni", apt, velocities), groups)
 
 
 class DipoleDerivativeEngine:

@@ -94,3 +94,12 @@ def test_second_frame_error_names_that_frame(tmp_path):
     path.write_text(good + bad)
     with pytest.raises(InputError, match="frame 1"):
         read_frames(path)
+
+
+def test_anchor_index_selection(tmp_path):
+    mols = [molecule("H2O") for _ in range(4)]
+    for k, m in enumerate(mols):
+        m.positions += k
+    write_anchor(tmp_path / "a.xyz", mols)
+    assert len(read_frames(tmp_path / "a.xyz", index="1:3")) == 2
+    np.testing.assert_allclose(read_frames(tmp_path / "a.xyz", index=-1)[0].positions, mols[3].positions, atol=1e-7)

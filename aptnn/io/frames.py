@@ -30,13 +30,13 @@ def read_frames(path: str | os.PathLike, index: str | int | slice = ":", fmt: st
     if os.path.getsize(path) == 0:
         raise InputError("file is empty", path)
     if fmt == "anchor" or (fmt is None and _is_anchor(path)):
+        from ase.io.formats import string2index
+
         from aptnn.io.anchor import read_anchor
 
         frames = read_anchor(path, cell=cell)
-        if isinstance(index, int):
-            frames = [frames[index]]
-        elif isinstance(index, slice):
-            frames = frames[index]
+        index = string2index(index) if isinstance(index, str) else index
+        frames = [frames[index]] if isinstance(index, int) else frames[index]
     else:
         import ase.io
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from aptnn.engine import series_sums
+
 ESTIMATORS = ("increment", "velocity", "centroid-apt")
 
 
@@ -42,13 +44,8 @@ class StepEstimator:
         beads = [f"bead{k}" for k in range(self.nbeads)] if self.per_bead else []
         return beads + ["centroid"] + [f"group:{g}" for g in self.groups]
 
-    def _sums(self, per_atom: np.ndarray) -> np.ndarray:
-        """per_atom (B, N, 3) → (B, 1 + G, 3): total and group sums."""
-        parts = [per_atom.sum(1)] + [per_atom[:, m].sum(1) for m in self.groups.values()]
-        return np.stack(parts, axis=1)
-
     def _row(self, per_atom: np.ndarray) -> np.ndarray:
-        sums = self._sums(per_atom)            # (B, 1 + G, 3)
+        sums = series_sums(per_atom, self.groups)  # (B, 1 + G, 3)
         mean = sums.mean(0)                    # centroid and bead-averaged groups
         rows = [sums[:, 0]] if self.per_bead else []
         return np.concatenate(rows + [mean[:1], mean[1:]])
