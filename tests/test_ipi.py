@@ -1,5 +1,7 @@
 """aptnn-ipi against a real i-PI server with LAMMPS (fix ipi) as the force engine."""
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -139,6 +141,32 @@ def test_second_client_on_the_same_socket_is_a_clear_error(tmp_path):
     logs = (tmp_path / "a.log").read_text() + (tmp_path / "b.log").read_text()
     assert 2 in (a.returncode, b.returncode)
     assert "second client" in logs and "Traceback" not in logs
+
+
+def test_worker_process_failure_stops_the_client_with_its_error(tmp_path):
+    """The model fails in the worker process (a species it does not know): aptnn-ipi exits with that error."""
+    address = prepare_ipi_water(tmp_path, steps=40)
+    text = (tmp_path / "init.xyz").read_text().replace("\nO ", "\nC ")
+    (tmp_path / "carbon.xyz").write_text(text)
+    server, lammps = start_ipi(tmp_path, address)
+    apt = start_aptnn(tmp_path, address, ["-o", "run.h5", "--structure", "carbon.xyz"])
+    try:
+        apt.wait(timeout=120)
+    finally:
+        for proc in (server, lammps):
+            proc.kill()
+            proc.wait()
+    log = (tmp_path / "aptnn-ipi.log").read_text()
+    assert apt.returncode == 2, log
+    assert "worker failed" in log and "C" in log and "Traceback" not in log
+
+
+def test_unknown_model_fails_before_connecting(tmp_path):
+    (tmp_path / "w.xyz").write_text("1\n\nO 0 0 0\n")
+    proc = subprocess.run([sys.executable, "-m", "aptnn.drivers.ipi.cli", "--address", "nowhere", "--dt", "0.5",
+                           "--structure", "w.xyz", "--model", "no-such-model"],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    assert proc.returncode == 2 and "no-such-model" in proc.stderr
 
 
 def test_bec_and_field_replies():

@@ -97,29 +97,30 @@ def read_symbols(structure: str) -> list[str]:
 @click.option("--efield", nargs=3, type=float, default=None,
               help="Static field Ex Ey Ez in atomic units: return forces F_i = P_iᵀ·E (hartree/bohr).")
 @click.option("--nice", "worker_nice", default=10, show_default=True,
-              help="Niceness of the model thread: it uses the CPU the MD leaves idle (0: same priority).")
+              help="Niceness of the model worker: it uses the CPU the MD leaves idle (0: same priority).")
+@click.option("--worker", type=click.Choice(["process", "thread"]), default="process", show_default=True,
+              help="Run the model in a child process (the socket loop never waits for it) or in a thread.")
 @click.option("--queue", "queue_size", default=64, show_default=True,
               help="Steps buffered for the model thread before i-PI is held back (memory: steps × beads × atoms).")
 @click.option("--overwrite", is_flag=True, help="Start the output anew instead of continuing it.")
 @click.option("--threads", type=int, default=None, help="torch CPU threads.")
 @click.option("--device", default="cpu", show_default=True)
 def main(address, model, output, ipi_input, structure, dt, temperature, nbeads, rid_offset, estimator, bec, efield,
-         worker_nice, queue_size, overwrite, threads, device):
+         worker_nice, worker, queue_size, overwrite, threads, device):
     """Stream dM/dt (e·Å/fs) of a running i-PI simulation into an HDF5 file, per bead, centroid and element.
 
     Add to the i-PI input an `<ffsocket name='aptnn' mode='unix'><address>NAME</address></ffsocket>` and a
     `<force forcefield='aptnn' weight='1'/>` (the client returns zero forces; weight 0 would never be
     evaluated), then start `aptnn-ipi --address NAME --ipi-input input.xml`.
     """
+    import functools
+
     from aptnn.drivers.ipi.client import ClientSettings, IPIClient
+    from aptnn.drivers.ipi.worker import load_predictor
+    from aptnn.model.checkpoint import resolve
     from aptnn.post import model_fingerprint, species_groups
-    from aptnn.predict import APTPredictor
 
     try:
-        if threads:
-            import torch
-
-            torch.set_num_threads(threads)
         found = read_ipi_input(ipi_input, address) if ipi_input else {}
         structure = structure or found.get("structure")
         if not structure:
@@ -134,8 +135,10 @@ def main(address, model, output, ipi_input, structure, dt, temperature, nbeads, 
             efield=np.array(efield) if efield else None, resume=not overwrite, worker_nice=worker_nice,
             queue_size=queue_size,
             groups=species_groups(symbols), model_label=model_fingerprint(model))
-        predictor = APTPredictor.load(model, device=device)
-        client = IPIClient(predictor, settings)
+        resolve(model)  # a wrong name fails now, not in the worker once i-PI runs
+        loader = functools.partial(load_predictor, model, device, threads)
+        predictor = loader() if (bec or efield) else None  # replies need the model in this process
+        client = IPIClient(predictor, settings, worker=worker, loader=loader)
         client.install_signal_handlers()
         steps = client.run()
         click.echo(f"aptnn-ipi: {steps} steps written to {output} ({client.requests} requests, "
