@@ -71,12 +71,16 @@ def main() -> None:
 @click.option("--log", "log_file", default=None, help="Learning-curve CSV (default: OUTPUT with .csv).")
 @click.option("--threads", type=int, default=None, help="torch CPU threads (default: all cores).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option("--distributed", is_flag=True,
+              help="Train with all processes of a torchrun/srun launch: one member data-parallel (each "
+                   "--batch-size frames shared out over the ranks), or committee members spread over ranks.")
 def train(train_file, valid_file, output, epochs, max_time, lr, batch_size, patience, early_stopping,
           valid_fraction, seed, committee, cutoff, channels, layers, lmax, no_sum_rule, float64, cell,
-          description, log_file, threads, quiet):
+          description, log_file, threads, quiet, distributed):
     """Train an APT model on TRAIN_FILE (extxyz with per-atom `apt`, or anchor xyz; partial labels allowed)."""
     from pathlib import Path
 
+    from aptnn import distributed as dist
     from aptnn.io import read_frames
     from aptnn.train import TrainSettings, train_committee
 
@@ -89,10 +93,17 @@ def train(train_file, valid_file, output, epochs, max_time, lr, batch_size, pati
                                  valid_fraction=valid_fraction, seed=seed,
                                  dtype="float64" if float64 else "float32")
         log = log_file or str(Path(output).with_suffix(".csv"))
-        metrics = train_committee(frames, valid, output, settings, committee, log, progress=not quiet,
-                                  description=description,
-                                  source=train_file, valid_source=valid_file or train_file, cutoff=cutoff,
-                                  channels=channels, n_layers=layers, lmax=lmax, sum_rule=not no_sum_rule)
+        # a rank that fails exits at once; torchrun (or srun --kill-on-bad-exit) then stops the others
+        ctx = dist.init() if distributed else dist.SERIAL
+        try:
+            metrics = train_committee(frames, valid, output, settings, committee, log, progress=not quiet,
+                                      description=description, source=train_file,
+                                      valid_source=valid_file or train_file, ctx=ctx, cutoff=cutoff,
+                                      channels=channels, n_layers=layers, lmax=lmax, sum_rule=not no_sum_rule)
+        finally:
+            dist.shutdown()
+        if not ctx.is_main:
+            return
         for m in metrics:
             click.echo(f"member {m['member']}: best validation RMSE {m['valid_rmse_e']:.5f} e at epoch "
                        f"{m['best_epoch']} ({m['epochs_run']} epochs, {m['wall_s'] / 60:.1f} min)")
@@ -216,6 +227,17 @@ def spectrum(streams, output, plot, max_lag, window_name, qcf, temperature, volu
 
 
 @main.command()
+@click.argument("parts", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("-o", "--output", required=True, help="Merged stream file (HDF5).")
+def merge(parts, output):
+    """Concatenate consecutive dM/dt stream files of one run (e.g. the shards of an interrupted
+    `aptnn-post --distributed`, OUTPUT.parts/*.h5) into one stream file, in the order given."""
+    from aptnn.io.stream import merge_streams, n_frames
+
+    _run(lambda: click.echo(f"wrote {merge_streams(list(parts), output)} ({n_frames(output)} frames)"))
+
+
+@main.command()
 def models():
     """List the models shipped inside the package."""
     from aptnn.model.checkpoint import load_checkpoint, shipped_models
@@ -257,8 +279,13 @@ def models():
 @click.option("--overwrite", is_flag=True, help="Start the output anew instead of continuing it.")
 @click.option("--threads", type=int, default=None, help="torch CPU threads (default: all cores).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option("--distributed", is_flag=True,
+              help="Share the work among the processes of a torchrun/srun launch: trajectories and time slices "
+                   "of them (shards) over ranks; rank 0 merges each trajectory's parts into its stream file.")
+@click.option("--shard-frames", type=int, default=None,
+              help="Output frames per shard with --distributed (default: all frames divided by the ranks).")
 def post(trajectories, model, output, spectrum_csv, plot, stride, groups, batch_size, device, fmt, lammps_units,
-         timestep, types, temperature, max_lag, estimator, overwrite, threads, quiet):
+         timestep, types, temperature, max_lag, estimator, overwrite, threads, quiet, distributed, shard_frames):
     """Run the APT model over finished MD trajectories and stream dM/dt to HDF5 (then the IR spectrum).
 
     TRAJECTORIES: LAMMPS dumps, H5MD, extxyz/ASE files, i-PI output (a `prefix.pos_0.xyz` file brings in
@@ -281,15 +308,29 @@ def post(trajectories, model, output, spectrum_csv, plot, stride, groups, batch_
         batch = batch_size or (1 if device == "cpu" else 16)
         settings = PostSettings(stride=stride, batch_size=batch, temperature_K=temperature,
                                 overwrite=overwrite, progress=not quiet)
-        streams = []
-        for path in trajectories:
-            if is_stream_file(path):
-                streams.append(path)
-                continue
-            sources = open_run(path, fmt, lammps_units, types.split() if types else None, timestep)
-            out = output or f"{path}.dmdt.h5"
-            streams.append(run(sources, model, out, settings, list(groups), device, estimator))
-            click.echo(f"wrote {out}")
+        def open_sources(path):
+            return open_run(path, fmt, lammps_units, types.split() if types else None, timestep)
+
+        streams = [p if is_stream_file(p) else (output or f"{p}.dmdt.h5") for p in trajectories]
+        todo = [(p, out) for p, out in zip(trajectories, streams) if p != out]
+        if distributed:
+            from aptnn import distributed as dist
+            from aptnn.sharded_post import run_sharded
+
+            ctx = dist.init(device, timeout_s=7 * 86400)  # ranks wait at the end for the slowest one
+            try:
+                run_sharded(ctx, [p for p, _ in todo], [o for _, o in todo], open_sources, model, settings,
+                            list(groups), device, estimator, shard_frames)
+            finally:
+                dist.shutdown()
+            if not ctx.is_main:
+                return
+            for _, out in todo:
+                click.echo(f"wrote {out}")
+        else:
+            for path, out in todo:
+                run(open_sources(path), model, out, settings, list(groups), device, estimator)
+                click.echo(f"wrote {out}")
         if spectrum_csv or plot:
             spec = compute_spectrum(streams, max_lag_fs=max_lag, temperature_K=temperature)
             csv = spectrum_csv or str(Path(plot).with_suffix(".csv"))

@@ -117,14 +117,18 @@ def with_velocities(source: FrameSource, frames: Iterator[MDFrame], warn: bool =
 
 
 def run(sources: list[FrameSource], model: str, output: str, settings: PostSettings,
-        groups: list[str] | None = None, device: str = "cpu", estimator: str = "centroid") -> str:
+        groups: list[str] | None = None, device: str = "cpu", estimator: str = "centroid",
+        frame_range: tuple[int, int] | None = None, predictor: APTPredictor | None = None) -> str:
     """Post-process one trajectory into the stream file ``output``; returns its path.
 
     ``sources``: one source for a classical run, or one per bead (same atoms, same steps) for PIMD, which
     gives series bead0…bead(P−1), centroid (``estimator`` "centroid" or "centroid-apt") and groups.
+    ``frame_range`` (start, stop): only these frames of the files (a shard of a distributed run).
     """
-    predictor = APTPredictor.load(model, device=device)
-    streams = [with_velocities(src, iter(src)) for src in sources]
+    predictor = predictor or APTPredictor.load(model, device=device)
+    start = frame_range[0] if frame_range else 0
+    raw = [itertools.islice(iter(src), *frame_range) if frame_range else iter(src) for src in sources]
+    streams = [with_velocities(src, frames, warn=start == 0) for src, frames in zip(sources, raw)]
     firsts = [next(s) for s in streams]
     first = firsts[0]
     symbols = first.atoms.get_chemical_symbols()
@@ -155,7 +159,8 @@ def run(sources: list[FrameSource], model: str, output: str, settings: PostSetti
             [f.atoms for f in b], [f.velocities for f in b], estimator, sources[0].path, idx + j)
             for j, b in enumerate(batch)])
         label = f"velocity/{estimator}"
-    return _stream(selected, sources, series, compute, label, model, output, settings, temperature, len(symbols))
+    return _stream(selected, sources, series, compute, label, model, output, settings, temperature, len(symbols),
+                   start // settings.stride)
 
 
 def _lockstep(sources: list[FrameSource], iterators) -> Iterator[list[MDFrame]]:
@@ -169,12 +174,14 @@ def _lockstep(sources: list[FrameSource], iterators) -> Iterator[list[MDFrame]]:
         yield list(frames)
 
 
-def _stream(steps, sources, series, compute, label, model, output, settings, temperature, natoms) -> str:
+def _stream(steps, sources, series, compute, label, model, output, settings, temperature, natoms,
+            start: int = 0) -> str:
     source = sources[0]
     buffer: list[list[MDFrame]] = []
     writer = None
-    bar = tqdm(desc=f"aptnn-post {Path(source.path).name}", unit="frame", disable=not settings.progress)
-    index, skip, dt, last_time = 0, 0, None, None
+    name = Path(source.path).name + (f" from output frame {start}" if start else "")
+    bar = tqdm(desc=f"aptnn-post {name}", unit="frame", disable=not settings.progress)
+    index, skip, dt, last_time = start, 0, None, None
     try:
         for frames in steps:
             frame = frames[0]

@@ -15,6 +15,7 @@ from ase import Atoms
 from tqdm.auto import tqdm
 
 from aptnn import __version__
+from aptnn.distributed import SERIAL, Context, all_sum, any_rank, gather_objects
 from aptnn.errors import InputError
 from aptnn.frames import get_apt
 from aptnn.graph import FrameGraph, collate, frame_graph
@@ -91,13 +92,16 @@ def batch_loss(model: APTNetwork, items: list[LabelledFrame], dtype: torch.dtype
     return diff.pow(2).sum(), diff.numel()
 
 
-def rmse(model: APTNetwork, items: list[LabelledFrame], dtype: torch.dtype, batch_size: int = 4) -> float:
-    """Component-wise RMSE in e over all labelled atoms."""
+def rmse(model: APTNetwork, items: list[LabelledFrame], dtype: torch.dtype, batch_size: int = 4,
+         ctx: Context = SERIAL) -> float:
+    """Component-wise RMSE in e over all labelled atoms (frames shared among the ranks of ``ctx``)."""
     sse, n = 0.0, 0
+    items = items[ctx.rank::ctx.world]
     with torch.no_grad():
         for k in range(0, len(items), batch_size):
             s, c = batch_loss(model, items[k:k + batch_size], dtype)
             sse, n = sse + float(s), n + c
+    sse, n = all_sum(ctx, sse, n)
     return math.sqrt(sse / max(n, 1))
 
 
@@ -118,25 +122,49 @@ def build_model(train: list[LabelledFrame], species: list[int], dtype: torch.dty
 
 
 def fit(train: list[LabelledFrame], valid: list[LabelledFrame], species: list[int], settings: TrainSettings,
-        log_path: str | Path | None = None, progress: bool = True, member: int = 0,
+        log_path: str | Path | None = None, progress: bool = True, member: int = 0, ctx: Context = SERIAL,
         **model_kwargs) -> tuple[APTNetwork, dict]:
     """Train one network; returns the best-on-validation model and its metrics (RMSE in e).
 
     Deterministic algorithms are switched on while training: multi-threaded scatter-adds on the CPU otherwise
     sum in a varying order, and identical runs would not give identical models.
+
+    With a distributed ``ctx`` the network is wrapped in DistributedDataParallel: each optimiser step's
+    ``batch_size`` frames are dealt out over the ranks, and the loss is scaled so that the averaged gradient
+    is exactly that of the whole batch — the same model as one process, up to summation order.
     """
     was_deterministic = torch.are_deterministic_algorithms_enabled()
     torch.use_deterministic_algorithms(True)
     try:
-        return _fit(train, valid, species, settings, log_path, progress, member, **model_kwargs)
+        return _fit(train, valid, species, settings, log_path, progress, member, ctx, **model_kwargs)
     finally:
         torch.use_deterministic_algorithms(was_deterministic)
 
 
-def _fit(train, valid, species, settings, log_path, progress, member, **model_kwargs):
+def _step(model, train: list[LabelledFrame], batch: np.ndarray, dtype, ctx: Context) -> tuple[float, int]:
+    """One optimiser step's gradient over ``batch`` (indices into ``train``); returns this rank's (sse, n)."""
+    mine = batch[ctx.rank::ctx.world]
+    if len(mine):
+        s, c = batch_loss(model, [train[i] for i in mine], dtype)
+    else:  # fewer frames than ranks: still take part in DDP's gradient average, with zero weight
+        s, c = batch_loss(model, [train[batch[0]]], dtype)
+        s, c = s * 0.0, 0
+    total = all_sum(ctx, c)[0] if ctx.world > 1 else c
+    (s * (ctx.world / total)).backward()  # DDP divides the summed gradients by the number of ranks
+    return float(s.detach()), c
+
+
+def _fit(train, valid, species, settings, log_path, progress, member, ctx, **model_kwargs):
     dtype = getattr(torch, settings.dtype)
     seed_everything(settings.seed + member)
     model = build_model(train, species, dtype, **model_kwargs)
+    trained = model
+    if ctx.world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        trained = DistributedDataParallel(model)
+    if not ctx.is_main:
+        log_path, progress = None, False
     optimiser = torch.optim.Adam(model.parameters(), lr=settings.lr)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimiser, factor=settings.factor,
                                                            patience=settings.patience)
@@ -155,13 +183,13 @@ def _fit(train, valid, species, settings, log_path, progress, member, **model_kw
             sse, count = 0.0, 0
             for k in range(0, len(order), settings.batch_size):
                 optimiser.zero_grad(set_to_none=True)
-                s, c = batch_loss(model, [train[i] for i in order[k:k + settings.batch_size]], dtype)
-                (s / c).backward()
+                s, c = _step(trained, train, order[k:k + settings.batch_size], dtype, ctx)
                 optimiser.step()
-                sse, count = sse + float(s.detach()), count + c
+                sse, count = sse + s, count + c
             model.eval()
+            sse, count = all_sum(ctx, sse, count)
             train_rmse = math.sqrt(sse / count)
-            valid_rmse = rmse(model, valid, dtype)
+            valid_rmse = rmse(model, valid, dtype, ctx=ctx)
             scheduler.step(valid_rmse)
             lr = optimiser.param_groups[0]["lr"]
             if valid_rmse < best:
@@ -174,8 +202,8 @@ def _fit(train, valid, species, settings, log_path, progress, member, **model_kw
             bar.set_postfix(train=f"{train_rmse:.4f}", valid=f"{valid_rmse:.4f}", best=f"{best:.4f}", lr=f"{lr:.0e}")
             if lr < settings.min_lr or epoch - best_epoch >= settings.early_stopping:
                 break
-            if settings.max_time is not None and elapsed >= settings.max_time:
-                break
+            if any_rank(ctx, settings.max_time is not None and elapsed >= settings.max_time):
+                break  # every rank stops at the same epoch
     finally:
         bar.close()
         if log:
@@ -198,14 +226,22 @@ def split(n: int, fraction: float, seed: int) -> tuple[list[int], list[int]]:
 def train_committee(frames: list[Atoms], valid_frames: list[Atoms] | None, output: str | Path,
                     settings: TrainSettings, committee: int = 1, log_path: str | Path | None = None,
                     progress: bool = True, source: str = "training data", valid_source: str = "validation data",
-                    description: str = "", **model_kwargs) -> list[dict]:
-    """Train ``committee`` members (seed + k; own seeded split when no validation set) and save them."""
+                    description: str = "", ctx: Context = SERIAL, **model_kwargs) -> list[dict]:
+    """Train ``committee`` members (seed + k; own seeded split when no validation set) and save them.
+
+    Distributed (``ctx`` with several ranks): one member is trained data-parallel by all ranks; several
+    members are spread over the ranks (member k on rank k mod world, each as in one process) and rank 0
+    collects and saves them. Only rank 0 writes files; every rank returns the metrics.
+    """
     species = sorted({int(z) for atoms in frames for z in atoms.numbers})
     cutoff = model_kwargs.get("cutoff", ModelConfig.cutoff)
     items = prepare(frames, species, cutoff, source)
     valid_items = prepare(valid_frames, species, cutoff, valid_source) if valid_frames else None
     members, metrics = [], []
+    spread = ctx.world > 1 and committee > 1
     for k in range(committee):
+        if spread and k % ctx.world != ctx.rank:
+            continue
         if valid_items is None:
             tr, va = split(len(items), settings.valid_fraction, settings.seed + k)
             train_k, valid_k = [items[i] for i in tr], [items[i] for i in va]
@@ -214,9 +250,23 @@ def train_committee(frames: list[Atoms], valid_frames: list[Atoms] | None, outpu
         log_k = None
         if log_path is not None:
             log_k = Path(log_path) if committee == 1 else Path(log_path).with_suffix(f".member{k}.csv")
-        model, info = fit(train_k, valid_k, species, settings, log_k, progress, member=k, **model_kwargs)
+        model, info = fit(train_k, valid_k, species, settings, log_k, progress, member=k,
+                          ctx=SERIAL if spread else ctx, **model_kwargs)
         members.append(model)
         metrics.append(info)
+    if spread:  # collect every member on rank 0, in member order
+        gathered = gather_objects(ctx, [(info["member"], m.config, m.state_dict(), info)
+                                        for m, info in zip(members, metrics)])
+        if not ctx.is_main:
+            return metrics
+        members, metrics = [], []
+        for _, config, state, info in sorted((x for rank in gathered for x in rank), key=lambda x: x[0]):
+            net = APTNetwork(config).to(getattr(torch, settings.dtype))
+            net.load_state_dict(state)
+            members.append(net.eval())
+            metrics.append(info)
+    elif not ctx.is_main:
+        return metrics
     training = {"description": description, "settings": asdict(settings), "members": metrics,
                 "data_sha256": data_hash(frames), "n_frames": len(frames), "aptnn_version": __version__}
     save_checkpoint(output, members, training)

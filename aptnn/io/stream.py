@@ -268,3 +268,52 @@ class StreamWriter:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def merge_streams(parts: list[str | os.PathLike], output: str | os.PathLike, chunk: int = 1 << 18) -> str:
+    """Concatenate consecutive stream files of one run (shards of a distributed run) into ``output``.
+
+    The parts must have the same series and time step and follow each other in time; the metadata of the
+    first part (which starts the run) is kept. Written to a temporary name and renamed when complete.
+    """
+    parts, output = [str(p) for p in parts], str(output)
+    if not parts:
+        raise InputError("nothing to merge", output)
+    infos = [read_info(p) for p in parts]
+    lengths = [n_frames(p) for p in parts]
+    prev_end = None
+    for path, info, n in zip(parts, infos, lengths):
+        if info.series != infos[0].series:
+            raise InputError(f"series {info.series} differ from {infos[0].series} of {parts[0]}", path)
+        if n == 0:
+            raise InputError("part holds no frames", path)
+        with h5py.File(path, "r", swmr=True) as f:
+            t0, t1 = float(f["time"][0]), float(f["time"][n - 1])
+        if prev_end is not None:
+            dt = infos[0].dt_fs
+            if dt is None or not np.isclose(t0 - prev_end, dt, rtol=1e-6, atol=1e-9):
+                raise InputError(f"does not continue the previous part (starts at {t0} fs, previous ended at "
+                                 f"{prev_end} fs, dt {dt} fs)", path)
+        prev_end = t1
+    tmp = output + ".merge.part"
+    total = sum(lengths)
+    with h5py.File(parts[0], "r", swmr=True) as first, h5py.File(tmp, "w", libver="latest") as dst:
+        for name in ("dMdt", "time"):
+            d = first[name]
+            out = dst.create_dataset(name, shape=(total,) + d.shape[1:], maxshape=(None,) + d.shape[1:],
+                                     dtype=d.dtype, chunks=d.chunks)
+            out.attrs.update(dict(d.attrs))
+        for name in first:
+            if name not in ("dMdt", "time"):
+                first.copy(first[name], dst, name)
+        dst.attrs.update(dict(first.attrs))
+        offset = 0
+        for path, n in zip(parts, lengths):
+            with h5py.File(path, "r", swmr=True) as src:
+                for s in range(0, n, chunk):
+                    e = min(n, s + chunk)
+                    dst["dMdt"][offset + s:offset + e] = src["dMdt"][s:e]
+                    dst["time"][offset + s:offset + e] = src["time"][s:e]
+            offset += n
+    os.replace(tmp, output)
+    return output
