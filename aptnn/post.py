@@ -202,11 +202,11 @@ def _stream(steps, sources, series, compute, label, model, output, settings, tem
                                       settings)
                 skip = writer.n_frames
             if writer is not None and len(buffer) >= settings.batch_size:
-                skip = _flush(writer, compute, buffer, skip, index, bar)
+                skip = _flush(writer, compute, buffer, skip, index, bar, settings.batch_size)
                 buffer = []
         if writer is None:
             raise InputError(f"only {len(buffer)} frame(s) after stride: need at least 2", source.path)
-        _flush(writer, compute, buffer, skip, index, bar)
+        _flush(writer, compute, buffer, skip, index, bar, settings.batch_size)
     finally:
         bar.close()
         if writer is not None:
@@ -227,12 +227,16 @@ def _open_writer(output, series, label, model, sources, buffer, dt, temperature,
                         resume=not settings.overwrite, overwrite=settings.overwrite, stride=settings.stride, **extra)
 
 
-def _flush(writer, compute, buffer, skip, index, bar) -> int:
-    """Evaluate buffered steps not yet in the file; returns how many existing frames remain to skip."""
+def _flush(writer, compute, buffer, skip, index, bar, batch_size: int) -> int:
+    """Evaluate buffered steps not yet in the file, ``batch_size`` frames per model call (always the same
+    grouping, so a frame's result does not depend on where a run or shard started); returns how many
+    existing frames remain to skip."""
     todo = buffer[skip:] if skip < len(buffer) else []
     bar.update(len(buffer))
     if not todo:
         return skip - len(buffer)
     first_index = index - len(todo)
-    writer.append([b[0].time for b in todo], compute(todo, first_index))
+    for k in range(0, len(todo), batch_size):
+        part = todo[k:k + batch_size]
+        writer.append([b[0].time for b in part], compute(part, first_index + k))
     return 0
