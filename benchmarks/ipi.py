@@ -90,8 +90,9 @@ def main() -> None:
     for mode in ("dummy", "thread", "process"):
         apt, apt_short, apt_long = per_step(mode)
         name = "+ i-PI dummy driver (zero cost)" if mode == "dummy" else "+ aptnn-ipi, worker " + mode
-        print(f"{name:34s} {apt_short:12.2f} {apt_long:12.2f} {1e3 * apt:12.2f} "
-              f"{100 * (apt - base) / base:8.1f}%   start-up +{apt_short - base_short:.1f} s")
+        overhead = f"{100 * (apt - base) / base:8.1f}%" if base > 1e-3 else "     n/a "  # a free step: no ratio
+        print(f"{name:34s} {apt_short:12.2f} {apt_long:12.2f} {1e3 * apt:12.2f} {overhead}"
+              f"   start-up +{apt_short - base_short:.1f} s")
     if args.sustained:
         long = 4 * 128
         w_long, total_long = timed_run(work / "long", args.molecules, args.beads, long, "process")
