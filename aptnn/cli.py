@@ -279,13 +279,16 @@ def models():
 @click.option("--overwrite", is_flag=True, help="Start the output anew instead of continuing it.")
 @click.option("--threads", type=int, default=None, help="torch CPU threads (default: all cores).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option("--compile", "compile_model", is_flag=True,
+              help="torch.compile the model: ~1.4× faster per frame on the CPU after ~10 s of compilation.")
 @click.option("--distributed", is_flag=True,
               help="Share the work among the processes of a torchrun/srun launch: trajectories and time slices "
                    "of them (shards) over ranks; rank 0 merges each trajectory's parts into its stream file.")
 @click.option("--shard-frames", type=int, default=None,
               help="Output frames per shard with --distributed (default: all frames divided by the ranks).")
 def post(trajectories, model, output, spectrum_csv, plot, stride, groups, batch_size, device, fmt, lammps_units,
-         timestep, types, temperature, max_lag, estimator, overwrite, threads, quiet, distributed, shard_frames):
+         timestep, types, temperature, max_lag, estimator, overwrite, threads, quiet, compile_model, distributed,
+         shard_frames):
     """Run the APT model over finished MD trajectories and stream dM/dt to HDF5 (then the IR spectrum).
 
     TRAJECTORIES: LAMMPS dumps, H5MD, extxyz/ASE files, i-PI output (a `prefix.pos_0.xyz` file brings in
@@ -307,7 +310,7 @@ def post(trajectories, model, output, spectrum_csv, plot, stride, groups, batch_
             raise click.UsageError("-o names one output: give one trajectory, or let outputs be named TRAJ.dmdt.h5")
         batch = batch_size or (1 if device == "cpu" else 16)
         settings = PostSettings(stride=stride, batch_size=batch, temperature_K=temperature,
-                                overwrite=overwrite, progress=not quiet)
+                                overwrite=overwrite, progress=not quiet, compile=compile_model)
         def open_sources(path):
             return open_run(path, fmt, lammps_units, types.split() if types else None, timestep)
 

@@ -113,7 +113,7 @@ def run_sharded(ctx: Context, trajectories: list[str], outputs: list[str],
     mine = assign(shards, ctx.world)[ctx.rank]
     skipped = 0
     with collect_errors(ctx, "post-processing"):
-        predictor = APTPredictor.load(model, device=device) if mine else None
+        predictor = APTPredictor.load(model, device=device, compile=settings.compile) if mine else None
         for shard in mine:
             if os.path.exists(shard.part):
                 skipped += 1

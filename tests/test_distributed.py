@@ -164,8 +164,8 @@ def test_ddp_training_equals_single_process_training(tmp_path):
 
     write(tmp_path / "train.extxyz", labelled_boxes(5, seed=3), format="extxyz")
     write(tmp_path / "valid.extxyz", labelled_boxes(2, seed=4), format="extxyz")
-    common = ["train", "train.extxyz", "--valid", "valid.extxyz", "--epochs", "3", "--batch-size", "2", "--channels", "4",
-              "--float64", "--quiet", "--seed", "7"]
+    common = ["train", "train.extxyz", "--valid", "valid.extxyz", "--epochs", "3", "--batch-size", "2",
+              "--channels", "4", "--float64", "--quiet", "--seed", "7"]
     serial = subprocess.run([sys.executable, "-m", "aptnn.cli", *common, "-o", "serial.pt", "--threads", "1"],
                             cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert serial.returncode == 0, serial.stderr

@@ -34,3 +34,33 @@ def test_shipped_model_float64_agrees_and_sum_rule_holds(model, shared_data):
     p64 = aptnn.load_model("water-rpbe-d3", dtype="float64").predict(atoms)
     np.testing.assert_allclose(p32, p64, atol=2e-4)
     np.testing.assert_allclose(p64.sum(0), np.zeros((3, 3)), atol=1e-9)
+
+
+@pytest.mark.slow
+def test_compiled_model_agrees_with_eager(model):
+    """torch.compile'd tensor products (dynamic shapes): same APTs for systems of different size."""
+    from conftest import water_box
+
+    compiled = aptnn.load_model(compile=True)
+    for atoms in (water_box(2), water_box(3, seed=1)):  # 24 and 81 atoms: no recompilation per size
+        np.testing.assert_allclose(compiled.predict(atoms), model.predict(atoms), atol=2e-5)
+
+
+def test_failed_compilation_falls_back_to_eager(model, monkeypatch):
+    import torch
+    from conftest import water_box
+
+    class Broken(torch.nn.Module):  # what a compiled module does when the compiler fails at the first call
+        def forward(self, *args):
+            raise RuntimeError("no C++ compiler")
+
+    def broken(module, **kw):
+        return Broken()
+
+    monkeypatch.setattr("torch.compile", broken)
+    fallback = aptnn.load_model(compile=True)
+    atoms = water_box(2)
+    with pytest.warns(UserWarning, match="no C\\+\\+ compiler"):
+        first = fallback.predict(atoms)
+    np.testing.assert_array_equal(first, model.predict(atoms))
+    np.testing.assert_array_equal(fallback.predict(atoms), first)  # eager from now on, no second warning

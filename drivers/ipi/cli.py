@@ -104,9 +104,11 @@ def read_symbols(structure: str) -> list[str]:
               help="Steps buffered for the model thread before i-PI is held back (memory: steps × beads × atoms).")
 @click.option("--overwrite", is_flag=True, help="Start the output anew instead of continuing it.")
 @click.option("--threads", type=int, default=None, help="torch CPU threads.")
-@click.option("--device", default="cpu", show_default=True)
+@click.option("--device", default="cpu", show_default=True, help="torch device: cpu or cuda.")
+@click.option("--compile", "compile_model", is_flag=True,
+              help="torch.compile the model: ~1.4× faster per frame on the CPU after ~10 s of compilation.")
 def main(address, model, output, ipi_input, structure, dt, temperature, nbeads, rid_offset, estimator, bec, efield,
-         worker_nice, worker, queue_size, overwrite, threads, device):
+         worker_nice, worker, queue_size, overwrite, threads, device, compile_model):
     """Stream dM/dt (e·Å/fs) of a running i-PI simulation into an HDF5 file, per bead, centroid and element.
 
     Add to the i-PI input an `<ffsocket name='aptnn' mode='unix'><address>NAME</address></ffsocket>` and a
@@ -136,7 +138,7 @@ def main(address, model, output, ipi_input, structure, dt, temperature, nbeads, 
             queue_size=queue_size,
             groups=species_groups(symbols), model_label=model_fingerprint(model))
         resolve(model)  # a wrong name fails now, not in the worker once i-PI runs
-        loader = functools.partial(load_predictor, model, device, threads)
+        loader = functools.partial(load_predictor, model, device, threads, compile_model)
         predictor = loader() if (bec or efield) else None  # replies need the model in this process
         client = IPIClient(predictor, settings, worker=worker, loader=loader)
         client.install_signal_handlers()

@@ -269,15 +269,16 @@ def _process_main(loader, settings: ClientSettings, items, events) -> None:
         events.put(("done", processor.steps_written))
 
 
-def load_predictor(model: str, device: str = "cpu", threads: int | None = None):
-    """The APT model for a worker (picklable through functools.partial); ``threads``: torch CPU threads."""
+def load_predictor(model: str, device: str = "cpu", threads: int | None = None, compile: bool = False):
+    """The APT model for a worker (picklable through functools.partial); ``threads``: torch CPU threads;
+    ``compile``: torch.compile it."""
     import torch
 
     from aptnn.predict import APTPredictor
 
     if threads:
         torch.set_num_threads(threads)
-    return APTPredictor.load(model, device=device)
+    return APTPredictor.load(model, device=device, compile=compile)
 
 
 def set_niceness(nice: int, native_id: int) -> None:
