@@ -18,7 +18,7 @@ from typing import Callable
 
 from aptnn.distributed import Context, broadcast_object, collect_errors, gather_objects
 from aptnn.errors import InputError
-from aptnn.io.stream import merge_streams, n_frames
+from aptnn.io.stream import is_stream_file, merge_streams, n_frames
 from aptnn.io.trajectory import FrameSource
 from aptnn.post import PostSettings, run
 
@@ -120,6 +120,8 @@ def run_sharded(ctx: Context, trajectories: list[str], outputs: list[str],
                 continue
             Path(shard.part).parent.mkdir(parents=True, exist_ok=True)
             tmp = shard.part + ".tmp"
+            if os.path.exists(tmp) and not is_stream_file(tmp):  # killed before its first flush: start it anew
+                os.remove(tmp)
             run(open_sources(shard.path), model, tmp, replace(settings, overwrite=False), groups, device,
                 estimator, shard.input_range(), predictor)
             if n_frames(tmp) != shard.frames:
