@@ -11,16 +11,19 @@ from aptnn.cli import _run, _threads, main
 @main.command()
 @click.argument("input_file", type=click.Path(exists=True, dir_okay=False))
 @click.option("-o", "--output", required=True, help="extxyz with reference APTs (`apt`, e, row-major ∂M_ξ/∂r_ζ).")
-@click.option("--backend", default="xtb", show_default=True, type=click.Choice(["xtb"]),
-              help="Electronic-structure backend (xtb: GFN2-xTB via tblite, clusters only).")
-@click.option("--route", default="field", show_default=True, type=click.Choice(["field", "displacement"]),
+@click.option("--backend", default="xtb", show_default=True, type=click.Choice(["xtb", "pyscf"]),
+              help="Electronic-structure backend (xtb: GFN2-xTB via tblite; pyscf: HF/DFT; molecules and "
+                   "clusters only).")
+@click.option("--route", default="field", show_default=True, type=click.Choice(["field", "displacement", "analytic"]),
               help="field: P = ∂F/∂E from ±E (6 single points per frame); displacement: P = ∂M/∂r from ±δ "
-                   "(6 per atom).")
+                   "(6 per atom); analytic: coupled-perturbed SCF (pyscf only).")
+@click.option("--method", default="b3lyp", show_default=True, help="pyscf: 'hf' or an XC functional.")
+@click.option("--basis", default="6-31g*", show_default=True, help="pyscf: basis set.")
 @click.option("--field", "field_strength", default=0.01, show_default=True, help="Field strength in V/Å.")
 @click.option("--delta", default=0.01, show_default=True, help="Displacement in Å.")
 @click.option("--atoms", "atom_list", default=None, help="Comma-separated atom indices to label (partial labels).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def label(input_file, output, backend, route, field_strength, delta, atom_list, quiet):
+def label(input_file, output, backend, route, method, basis, field_strength, delta, atom_list, quiet):
     """Compute reference APTs for the frames of INPUT_FILE with an electronic-structure backend."""
     from aptnn.io import read_frames, write_frames
     from aptnn.label.run import label_frames
@@ -28,8 +31,9 @@ def label(input_file, output, backend, route, field_strength, delta, atom_list, 
     def go():
         frames = read_frames(input_file)
         indices = [int(i) for i in atom_list.split(",")] if atom_list else None
+        options = {"method": method, "basis": basis} if backend == "pyscf" else {}
         done, failed = label_frames(frames, backend, route, field_strength, delta, indices, input_file,
-                                    progress=not quiet)
+                                    progress=not quiet, **options)
         if done:
             write_frames(output, done)
         for k, why in failed:

@@ -8,26 +8,39 @@ from tqdm.auto import tqdm
 from aptnn.frames import set_apt
 from aptnn.label.routes import LabelError, displacement_route, field_route
 
-BACKENDS = ("xtb",)
+BACKENDS = ("xtb", "pyscf")
+ROUTES = ("field", "displacement", "analytic")
 
 
 def factory(backend: str, **options):
-    """``make(field)`` calculator factory of a backend."""
+    """``make(field)`` calculator factory of a backend (``options``: method, basis for pyscf)."""
     if backend == "xtb":
         from aptnn.label.xtb import xtb_factory
 
         return xtb_factory(**options)
+    if backend == "pyscf":
+        from aptnn.label.pyscf_backend import pyscf_factory
+
+        return pyscf_factory(**options)
     raise LabelError(f"unknown backend {backend!r}; available: {', '.join(BACKENDS)}")
 
 
 def label_frames(frames: list[Atoms], backend: str = "xtb", route: str = "field", field: float = 0.01,
                  delta: float = 0.01, indices: list[int] | None = None, source: str = "",
-                 progress: bool = True) -> tuple[list[Atoms], list[tuple[int, str]]]:
-    """(labelled copies of the frames that worked, [(frame index, reason)] of those that failed)."""
-    make = factory(backend)
-    if backend == "xtb" and any(a.pbc.any() for a in frames):
-        raise LabelError(f"{source}: the xtb backend labels clusters only (tblite's field and dipole are not "
-                         "gauge-invariant under periodic boundaries); set pbc to False or use another backend")
+                 progress: bool = True, **options) -> tuple[list[Atoms], list[tuple[int, str]]]:
+    """(labelled copies of the frames that worked, [(frame index, reason)] of those that failed).
+
+    ``options`` go to the backend (pyscf: ``method`` "hf" or an XC functional, ``basis``).
+    """
+    if route not in ROUTES:
+        raise LabelError(f"unknown route {route!r} ({', '.join(ROUTES)})")
+    if route == "analytic" and backend != "pyscf":
+        raise LabelError("the analytic route needs the pyscf backend")
+    make = factory(backend, **options)
+    if any(a.pbc.any() for a in frames):
+        why = ("tblite's field and dipole are not gauge-invariant under periodic boundaries" if backend == "xtb"
+               else "PySCF is used for molecules here")
+        raise LabelError(f"{source}: the {backend} backend labels clusters only ({why}); set pbc to False")
     done, failed = [], []
     for k, atoms in enumerate(tqdm(frames, desc=f"label ({backend}, {route})", disable=not progress)):
         try:
@@ -40,7 +53,13 @@ def label_frames(frames: list[Atoms], backend: str = "xtb", route: str = "field"
             elif route == "displacement":
                 apt = displacement_route(atoms, make(None), delta, indices)
             else:
-                raise LabelError(f"unknown route {route!r} (field or displacement)")
+                from aptnn.label.pyscf_backend import analytic_apt
+
+                apt = analytic_apt(atoms, **options)
+                if indices is not None:
+                    keep = np.zeros(len(atoms), dtype=bool)
+                    keep[indices] = True
+                    apt[~keep] = np.nan
         except LabelError:
             raise
         except Exception as err:  # an SCF that fails: record the frame, go on with the others
