@@ -90,12 +90,15 @@ def select_frames(trajectory, count, output, method, model, fmt, seed):
 @click.option("--method", default="committee", show_default=True, type=click.Choice(["committee", "fps", "random"]))
 @click.option("--committee", "members", default=2, show_default=True, help="Committee members per model.")
 @click.option("--target-rmse", type=float, default=None, help="Stop once the test RMSE (e) is below this.")
+@click.option("--target-intensity-spread", type=float, default=None,
+              help="Stop once the committee's relative spread of the integrated IR intensity ⟨|Σ P·v|²⟩ on the "
+                   "pool is below this (e.g. 0.02; the pool needs velocities).")
 @click.option("--epochs", default=60, show_default=True, help="Training epochs per round.")
 @click.option("--channels", default=4, show_default=True, help="Model channels per irrep.")
 @click.option("--cutoff", default=5.0, show_default=True, help="Model cutoff in Å.")
 @click.option("--seed", default=0, show_default=True)
-def learn(pool, test_file, output, initial, per_round, rounds, method, members, target_rmse, epochs, channels,
-          cutoff, seed):
+def learn(pool, test_file, output, initial, per_round, rounds, method, members, target_rmse,
+          target_intensity_spread, epochs, channels, cutoff, seed):
     """Active learning on POOL (any trajectory aptnn-post reads): select → label (xTB) → retrain → test.
 
     Resumable: re-running with the same OUTPUT continues after the last finished round; no frame is labelled
@@ -107,15 +110,20 @@ def learn(pool, test_file, output, initial, per_round, rounds, method, members, 
     from aptnn.learn import learn as run_learn
 
     def go():
-        frames = [f.atoms for f in open_trajectory(pool)]
+        frames = []
+        for f in open_trajectory(pool):
+            if f.velocities is not None and "momenta" not in f.atoms.arrays:
+                f.atoms.arrays["velocities"] = f.velocities  # Å/fs, for the IR-intensity spread
+            frames.append(f.atoms)
         test = read_frames(test_file)
         settings = LearnSettings(initial=initial, per_round=per_round, rounds=rounds, method=method,
-                                 committee=members, target_rmse=target_rmse, epochs=epochs, channels=channels,
+                                 committee=members, target_rmse=target_rmse,
+                                 target_intensity_spread=target_intensity_spread, epochs=epochs, channels=channels,
                                  cutoff=cutoff, seed=seed)
         rows = run_learn(frames, test, output, settings)
         for r in rows:
             click.echo(f"round {r['round']}: {r['labels']} labels, test RMSE {r['test_rmse_e']} e, "
-                       f"spread {r['mean_spread_e']} e ({r['why']})")
+                       f"spread {r['mean_spread_e']} e, IR intensity spread {r['intensity_spread']} ({r['why']})")
 
     _run(go)
 

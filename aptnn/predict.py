@@ -97,6 +97,17 @@ class APTPredictor:
         stds = np.split(std.numpy(), splits) if std is not None else None
         return means, stds
 
+    def predict_members(self, frames: list[Atoms]) -> list[np.ndarray]:
+        """Every committee member's APTs: one (n_members, N_k, 3, 3) array per frame, in e."""
+        graphs = [frame_graph(a, self.species, self.cutoff, None, k) for k, a in enumerate(frames)]
+        for k, atoms in enumerate(frames):
+            check_frame(atoms, None, k)
+        batch = collate(graphs, dtype=self.dtype, device=self.device)
+        charge = torch.tensor([float(a.info.get("charge", 0.0)) for a in frames], dtype=self.dtype,
+                              device=self.device)
+        preds = self._run_members(batch, charge).double().cpu().numpy()
+        return np.split(preds, np.cumsum([len(a) for a in frames])[:-1], axis=1)
+
     def predict(self, atoms: Atoms) -> np.ndarray:
         """APTs of one frame: (N, 3, 3) in e, P[i, ξ, ζ] = ∂M_ξ/∂r_iζ (committee mean)."""
         return self.predict_batch([atoms])[0][0]

@@ -42,3 +42,35 @@ def test_learning_loop_rounds_and_resume(tmp_path):
         logged = list(csv.DictReader(fh))
     assert len(logged) == 3 and all(float(r["test_rmse_e"]) > 0 for r in logged)
     assert (tmp_path / "model_round2.pt").exists()
+
+
+def test_intensity_spread_of_a_committee(tmp_path):
+    from conftest import random_network
+
+    from aptnn.errors import InputError
+    from aptnn.learn import intensity_spread, pool_velocities
+    from aptnn.predict import APTPredictor
+
+    rng = np.random.default_rng(0)
+    pool = [water_box(seed=k) for k in range(5)]
+    for atoms in pool:
+        atoms.arrays["velocities"] = rng.normal(scale=0.01, size=(len(atoms), 3))
+    vel = pool_velocities(pool)
+    a, b = random_network(seed=1), random_network(seed=2)
+    committee = APTPredictor([a, b])
+    members = [APTPredictor([a]), APTPredictor([b])]
+    intensity = [np.mean([np.sum((m.predict(f) @ v[:, :, None])[..., 0].sum(0) ** 2) for f, v in zip(pool, vel)])
+                 for m in members]
+    expected = np.std(intensity, ddof=1) / np.mean(intensity)
+    assert expected > 0.01
+    assert intensity_spread(committee, pool, vel) == pytest.approx(expected, rel=1e-6)
+    assert intensity_spread(APTPredictor([a, a]), pool, vel) == pytest.approx(0.0, abs=1e-12)
+    still = [water_box(seed=k) for k in range(2)]
+    assert pool_velocities(still) is None
+    from aptnn.frames import set_apt
+
+    labelled = pool[0].copy()
+    set_apt(labelled, committee.predict(labelled))
+    with pytest.raises(InputError, match="needs velocities"):
+        learn(still, [labelled], tmp_path / "out", LearnSettings(target_intensity_spread=0.05))
+    assert not (tmp_path / "out").exists()  # refused before anything is written
