@@ -128,7 +128,7 @@ def run(sources: list[FrameSource], model: str, output: str, settings: PostSetti
     """
     predictor = predictor or APTPredictor.load(model, device=device, compile=settings.compile)
     start = frame_range[0] if frame_range else 0
-    raw = [itertools.islice(iter(src), *frame_range) if frame_range else iter(src) for src in sources]
+    raw = [src.iter_range(*frame_range) if frame_range else iter(src) for src in sources]
     streams = [with_velocities(src, frames, warn=start == 0) for src, frames in zip(sources, raw)]
     firsts = [next(s) for s in streams]
     first = firsts[0]

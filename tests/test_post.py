@@ -106,6 +106,16 @@ def test_h5md_and_extxyz_of_the_same_frames_give_identical_streams(lammps_water,
     np.testing.assert_allclose(ta, tb, rtol=1e-12)
     np.testing.assert_allclose(da, db, rtol=1e-5, atol=1e-6)  # float32 model, nm→Å rounding
     assert len(ta) == 20
+    # seeking to a frame range (shards of distributed runs) gives the same frames as reading through
+    for path in (tmp_path / "w.extxyz", tmp_path / "w.h5", lammps_water):
+        src = open_trajectory(str(path), timestep=0.5)
+        every = list(src)[:20]
+        part = list(src.iter_range(7, 12))
+        assert len(part) == 5, path
+        for f, g in zip(part, every[7:12]):
+            np.testing.assert_array_equal(f.atoms.positions, g.atoms.positions)
+            np.testing.assert_array_equal(f.velocities, g.velocities)
+            assert f.time == g.time and f.step == g.step
 
 
 def test_finite_difference_velocities(lammps_water, tmp_path):

@@ -5,6 +5,7 @@ unwrapped), velocities in Å/fs (None when the file has none), time in fs (None 
 """
 from __future__ import annotations
 
+import itertools
 import os
 import warnings
 from dataclasses import dataclass
@@ -55,7 +56,11 @@ class FrameSource:
     format: str = "?"
 
     def __iter__(self) -> Iterator[MDFrame]:
-        raise NotImplementedError
+        return self.iter_range(0, None)
+
+    def iter_range(self, start: int, stop: int | None) -> Iterator[MDFrame]:
+        """Frames start … stop−1 (a shard of a distributed run); sources with random access seek to start."""
+        return itertools.islice(iter(self), start, stop)
 
     def __len__(self) -> int:
         raise NotImplementedError
@@ -82,8 +87,9 @@ class ASESource(FrameSource):
             self._n = sum(1 for _ in self._read(":"))
         return self._n
 
-    def __iter__(self) -> Iterator[MDFrame]:
-        for k, atoms in enumerate(self._read(":")):
+    def iter_range(self, start: int, stop: int | None) -> Iterator[MDFrame]:
+        index = f"{start}:{'' if stop is None else stop}"
+        for k, atoms in enumerate(self._read(index), start=start):
             v = None
             for key in self.VELOCITY_KEYS:
                 if key in atoms.arrays:
@@ -145,7 +151,7 @@ class H5MDSource(FrameSource):
         u = ds.attrs.get("unit")
         return u.decode() if isinstance(u, bytes) else u
 
-    def __iter__(self) -> Iterator[MDFrame]:
+    def iter_range(self, start: int, stop: int | None) -> Iterator[MDFrame]:
         pos = self.g["position"]
         fpos = units.parse_length(self._unit(pos["value"]))
         vel = self.g["velocity"] if "velocity" in self.g else None
@@ -159,7 +165,7 @@ class H5MDSource(FrameSource):
         if box is not None and "boundary" in box.attrs:
             pbc = [b.decode() if isinstance(b, bytes) else str(b) for b in box.attrs["boundary"]]
             pbc = [b == "periodic" for b in pbc]
-        for k in range(len(self)):
+        for k in range(start, len(self) if stop is None else min(stop, len(self))):
             cell = None
             if edges is not None:
                 e = edges["value"][k] if hasattr(edges, "keys") else edges[()]
@@ -217,11 +223,11 @@ class LAMMPSDumpSource(FrameSource):
             raise InputError(f"atom type {types.max()} but only {len(self.types)} --types given", self.path)
         return [self.types[t - 1] for t in types]
 
-    def __iter__(self) -> Iterator[MDFrame]:
+    def iter_range(self, start: int, stop: int | None) -> Iterator[MDFrame]:
         from ase.geometry import cellpar_to_cell
 
         symbols = self._symbols()
-        for ts in self.u.trajectory:
+        for ts in self.u.trajectory[start:stop]:  # MDAnalysis seeks through its frame offsets
             # MDAnalysis applies no unit conversion to dumps: lengths are in the run's length unit
             cell = cellpar_to_cell(ts.dimensions) * self.flen
             atoms = Atoms(symbols, positions=ts.positions.astype(float) * self.flen, cell=cell, pbc=True)
