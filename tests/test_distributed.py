@@ -202,3 +202,18 @@ def test_committee_members_spread_over_ranks_equal_serial_members(tmp_path):
         for (ka, va), (kb, vb) in zip(ma.state_dict().items(), mb.state_dict().items()):
             assert ka == kb
             np.testing.assert_array_equal(va.numpy(), vb.numpy())
+
+
+@pytest.mark.slow
+def test_local_torchrun_example_runs(tmp_path):
+    import shutil
+
+    script = Path(__file__).resolve().parents[1] / "examples" / "distributed" / "run_local.sh"
+    shutil.copy(script, tmp_path / "run_local.sh")  # it works in its own folder
+    res = subprocess.run(["bash", str(tmp_path / "run_local.sh"), "2", "60"], capture_output=True, text=True,
+                         timeout=600, env=dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}"))
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert (tmp_path / "spectrum.png").exists() and "peaks at" in res.stdout
+    for k in range(2):
+        with h5py.File(tmp_path / f"run{k}" / "water.lammpstrj.dmdt.h5", "r") as f:
+            assert f["dMdt"].shape[0] == 60 and np.isfinite(f["dMdt"][()]).all()
