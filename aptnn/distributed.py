@@ -39,10 +39,6 @@ class Context:
     def is_main(self) -> bool:
         return self.rank == 0
 
-    @property
-    def active(self) -> bool:
-        return self.world > 1 or dist.is_initialized()
-
 
 SERIAL = Context()
 
