@@ -11,19 +11,28 @@ from aptnn.cli import _run, _threads, main
 @main.command()
 @click.argument("input_file", type=click.Path(exists=True, dir_okay=False))
 @click.option("-o", "--output", required=True, help="extxyz with reference APTs (`apt`, e, row-major ∂M_ξ/∂r_ζ).")
-@click.option("--backend", default="xtb", show_default=True, type=click.Choice(["xtb", "pyscf"]),
-              help="Electronic-structure backend (xtb: GFN2-xTB via tblite; pyscf: HF/DFT; molecules and "
-                   "clusters only).")
+@click.option("--backend", default="xtb", show_default=True, type=click.Choice(["xtb", "pyscf", "cp2k"]),
+              help="xtb: GFN2-xTB via tblite (clusters); pyscf: HF/DFT (molecules); cp2k: DFT of periodic boxes "
+                   "(Berry-phase field and dipoles; cp2k.psmp on PATH).")
 @click.option("--route", default="field", show_default=True, type=click.Choice(["field", "displacement", "analytic"]),
               help="field: P = ∂F/∂E from ±E (6 single points per frame); displacement: P = ∂M/∂r from ±δ "
                    "(6 per atom); analytic: coupled-perturbed SCF (pyscf only).")
 @click.option("--method", default="b3lyp", show_default=True, help="pyscf: 'hf' or an XC functional.")
-@click.option("--basis", default="6-31g*", show_default=True, help="pyscf: basis set.")
-@click.option("--field", "field_strength", default=0.01, show_default=True, help="Field strength in V/Å.")
+@click.option("--basis", default=None, help="Basis set (pyscf default 6-31g*; cp2k default DZVP-MOLOPT-SR-GTH).")
+@click.option("--xc", default="PBE", show_default=True, help="cp2k: XC functional (with GTH-PBE potentials).")
+@click.option("--cutoff", "cutoff_ry", default=400.0, show_default=True, help="cp2k: plane-wave cutoff in Ry.")
+@click.option("--d3", is_flag=True, help="cp2k: add Grimme D3 dispersion.")
+@click.option("--cp2k-dir", default=None, help="cp2k: folder of the job folders (default OUTPUT.cp2k).")
+@click.option("--jobs-only", is_flag=True, help="cp2k: only write the job folders (run their run.sh on a cluster, "
+              "then rerun this command with --collect).")
+@click.option("--collect", "collect_only", is_flag=True, help="cp2k: read the finished job folders, run nothing.")
+@click.option("--field", "field_strength", default=None, type=float,
+              help="Field strength in V/Å (default 0.01; cp2k 5e-4 a.u. = 0.0257 V/Å).")
 @click.option("--delta", default=0.01, show_default=True, help="Displacement in Å.")
 @click.option("--atoms", "atom_list", default=None, help="Comma-separated atom indices to label (partial labels).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def label(input_file, output, backend, route, method, basis, field_strength, delta, atom_list, quiet):
+def label(input_file, output, backend, route, method, basis, xc, cutoff_ry, d3, cp2k_dir, jobs_only, collect_only,
+          field_strength, delta, atom_list, quiet):
     """Compute reference APTs for the frames of INPUT_FILE with an electronic-structure backend."""
     from aptnn.io import read_frames, write_frames
     from aptnn.label.run import label_frames
@@ -31,9 +40,22 @@ def label(input_file, output, backend, route, method, basis, field_strength, del
     def go():
         frames = read_frames(input_file)
         indices = [int(i) for i in atom_list.split(",")] if atom_list else None
-        options = {"method": method, "basis": basis} if backend == "pyscf" else {}
+        options, extra = {}, {}
+        if backend == "pyscf":
+            options = {"method": method, "basis": basis or "6-31g*"}
+        elif backend == "cp2k":
+            options = {"basis": basis or "DZVP-MOLOPT-SR-GTH", "xc": xc, "cutoff_ry": cutoff_ry,
+                       "dispersion": "D3" if d3 else None}
+            extra = {"workdir": cp2k_dir or f"{output}.cp2k",
+                     "mode": "jobs" if jobs_only else "collect" if collect_only else "run"}
+        elif jobs_only or collect_only:
+            raise click.UsageError("--jobs-only and --collect are for the cp2k backend")
         done, failed = label_frames(frames, backend, route, field_strength, delta, indices, input_file,
-                                    progress=not quiet, **options)
+                                    progress=not quiet, **extra, **options)
+        if extra.get("mode") == "jobs":
+            click.echo(f"wrote CP2K job folders for {len(frames)} frame(s) in {extra['workdir']}/frame*/ : run each "
+                       f"run.sh (CP2K=\"srun cp2k.psmp\" to change the command), then rerun with --collect")
+            return
         if done:
             write_frames(output, done)
         for k, why in failed:

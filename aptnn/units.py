@@ -25,6 +25,12 @@ DIPOLE_DERIVATIVE = "e*angstrom/fs"
 #: 1 bohr in Å (CODATA 2014 via ASE).
 BOHR_TO_ANGSTROM: float = _ase.Bohr
 ANGSTROM_TO_BOHR: float = 1.0 / _ase.Bohr
+#: 1 hartree in eV; atomic units of force (hartree/bohr) in eV/Å and of electric field in V/Å (same number).
+HARTREE_TO_EV: float = _ase.Hartree
+FORCE_AU_TO_EV_PER_ANGSTROM: float = _ase.Hartree / _ase.Bohr
+FIELD_AU_TO_V_PER_ANGSTROM: float = _ase.Hartree / _ase.Bohr
+#: 1 debye in e·Å.
+DEBYE_TO_E_ANGSTROM: float = _ase.Debye
 #: 1 atomic unit of time in fs.
 AU_TIME_TO_FS: float = _ase._aut * 1e15
 #: Boltzmann constant in eV/K.

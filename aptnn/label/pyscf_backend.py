@@ -22,9 +22,6 @@ from ase.calculators.calculator import Calculator, all_changes
 from aptnn import units
 from aptnn.label.routes import LabelError
 
-HARTREE_EV = 27.211386245988
-FIELD_AU_V_PER_A = 51.422067476   # 1 a.u. of field in V/Å
-
 
 def _pyscf():
     try:
@@ -70,7 +67,8 @@ def _field_gradient_terms(mol, dm: np.ndarray, field_au: np.ndarray) -> np.ndarr
 def scf_in_field(atoms: Atoms, field_v_per_a=None, **options):
     """Converged (mol, mf) with an optional uniform field (V/Å); raises if the SCF does not converge."""
     mol, mf = build(atoms, **options)
-    field = np.zeros(3) if field_v_per_a is None else np.asarray(field_v_per_a, float) / FIELD_AU_V_PER_A
+    field = np.zeros(3) if field_v_per_a is None else (np.asarray(field_v_per_a, float)
+                                                         / units.FIELD_AU_TO_V_PER_ANGSTROM)
     if np.any(field):
         mol.set_common_orig((0.0, 0.0, 0.0))
         h0 = mf.get_hcore()
@@ -101,8 +99,8 @@ class PySCFCalculator(Calculator):
         if np.any(field):
             grad = grad + _field_gradient_terms(mol, mf.make_rdm1(), field)
         dipole_au = mf.dip_moment(unit="au", verbose=0)  # e·bohr; with a field the origin is (0, 0, 0)
-        self.results = {"energy": float(mf.e_tot) * HARTREE_EV,
-                        "forces": -grad * HARTREE_EV / units.BOHR_TO_ANGSTROM,
+        self.results = {"energy": float(mf.e_tot) * units.HARTREE_TO_EV,
+                        "forces": -grad * units.FORCE_AU_TO_EV_PER_ANGSTROM,
                         "dipole": np.asarray(dipole_au) * units.BOHR_TO_ANGSTROM}
 
 
