@@ -7,5 +7,6 @@ echo "== spectrum ==";         python spectrum.py
 echo "== aptnn-post ==";       python post.py --frames 20000
 echo "== aptnn-ipi ==";        python ipi.py; python ipi.py --mlff-channels 0 --sustained
 echo "== distributed post =="; python post_distributed.py
+echo "== distributed train =="; python train_distributed.py
 echo "== training ==";         bash train_water.sh
 echo "== model sizes ==";      python model_sizes.py --minutes 5 -o "$(mktemp -d)"
