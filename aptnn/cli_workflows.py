@@ -71,9 +71,11 @@ def label(input_file, output, backend, route, method, basis, xc, cutoff_ry, d3, 
 @click.argument("trajectory", type=click.Path(exists=True, dir_okay=False))
 @click.option("-n", "count", required=True, type=int, help="Number of frames to select.")
 @click.option("-o", "--output", required=True, help="extxyz of the selected frames (info: source_frame).")
-@click.option("--method", default="fps", show_default=True, type=click.Choice(["random", "fps", "committee"]),
+@click.option("--method", default="fps", show_default=True,
+              type=click.Choice(["random", "fps", "committee", "committee-fps"]),
               help="random; fps: farthest points on the model's invariant descriptors; committee: largest APT "
-                   "spread of a committee model (e).")
+                   "spread of a committee model (e); committee-fps: the most dissimilar frames among the 4×COUNT "
+                   "of largest spread (for correlated MD frames).")
 @click.option("--model", default="water-rpbe-d3", show_default=True, help="Model for fps / committee.")
 @click.option("--format", "fmt", default=None, help="Trajectory format (default: detected).")
 @click.option("--seed", default=0, show_default=True, help="Seed of the random method.")
@@ -109,7 +111,8 @@ def select_frames(trajectory, count, output, method, model, fmt, seed):
 @click.option("--initial", default=4, show_default=True, help="Frames labelled first (random).")
 @click.option("--per-round", default=2, show_default=True, help="Frames labelled per round.")
 @click.option("--rounds", default=5, show_default=True, help="Rounds after the first (the label budget).")
-@click.option("--method", default="committee", show_default=True, type=click.Choice(["committee", "fps", "random"]))
+@click.option("--method", default="committee", show_default=True,
+              type=click.Choice(["committee", "committee-fps", "fps", "random"]), help="Selection (see aptnn select).")
 @click.option("--committee", "members", default=2, show_default=True, help="Committee members per model.")
 @click.option("--target-rmse", type=float, default=None, help="Stop once the test RMSE (e) is below this.")
 @click.option("--target-intensity-spread", type=float, default=None,

@@ -4,6 +4,9 @@ Frame descriptors are the per-species means of the model's invariant (0e) per-at
 rotation, translation and permutation invariant. Farthest-point sampling starts from the frame farthest from
 the mean and then adds the frame farthest from everything chosen (Euclidean distance). Committee selection
 takes the frames with the largest mean per-atom APT spread (Frobenius norm of the committee std, e).
+``committee-fps`` mixes both for batches from correlated MD trajectories, where the largest spreads come in
+runs of near-identical neighbouring frames: among the 4·n frames of largest spread it starts with the largest
+and adds the most dissimilar ones by farthest-point sampling.
 """
 from __future__ import annotations
 
@@ -15,7 +18,7 @@ from aptnn.errors import InputError
 from aptnn.graph import collate, frame_graph
 from aptnn.predict import APTPredictor
 
-METHODS = ("random", "fps", "committee")
+METHODS = ("random", "fps", "committee", "committee-fps")
 
 
 def frame_descriptors(predictor: APTPredictor, frames: list[Atoms]) -> np.ndarray:
@@ -34,9 +37,11 @@ def frame_descriptors(predictor: APTPredictor, frames: list[Atoms]) -> np.ndarra
     return np.array(out)
 
 
-def farthest_points(x: np.ndarray, n: int) -> list[int]:
-    """Indices of ``n`` rows of ``x`` chosen by farthest-point sampling (deterministic)."""
-    first = int(np.argmax(np.linalg.norm(x - x.mean(0), axis=1)))
+def farthest_points(x: np.ndarray, n: int, first: int | None = None) -> list[int]:
+    """Indices of ``n`` rows of ``x`` chosen by farthest-point sampling (deterministic), starting from row
+    ``first`` (default: the row farthest from the mean)."""
+    if first is None:
+        first = int(np.argmax(np.linalg.norm(x - x.mean(0), axis=1)))
     chosen = [first]
     dist = np.linalg.norm(x - x[first], axis=1)
     while len(chosen) < min(n, len(x)):
@@ -74,7 +79,12 @@ def select(frames: list[Atoms], n: int, method: str = "fps", predictor: APTPredi
         picks = farthest_points(frame_descriptors(predictor, subset), n)
         return sorted(pool[k] for k in picks), None
     scores = committee_spread(predictor, subset)
-    picks = np.argsort(scores)[::-1][:n]
+    ranked = np.argsort(scores)[::-1]
+    if method == "committee":
+        picks = ranked[:n]
+    else:  # committee-fps: diverse frames among the most uncertain ones
+        top = ranked[:min(len(ranked), 4 * n)]
+        picks = top[farthest_points(frame_descriptors(predictor, [subset[k] for k in top]), n, first=0)]
     full = np.full(len(frames), np.nan)
     full[pool] = scores
     return sorted(pool[k] for k in picks), full

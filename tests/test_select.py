@@ -53,6 +53,25 @@ def test_committee_selects_the_largest_spread(predictor):
         select(frames, 1, "committee", APTPredictor([random_network()]))
 
 
+def test_committee_fps_prefers_diverse_frames_among_the_uncertain(predictor):
+    """Three near-copies of one uncertain frame and distinct ones: committee picks copies, committee-fps does not."""
+    base = [water_box(seed=s) for s in range(6)]
+    spread = select(base, 1, "committee", predictor)[1]
+    top = int(np.argmax(spread))
+    frames = list(base)
+    for k in range(3):  # neighbours in an MD run: the same frame, slightly moved
+        twin = base[top].copy()
+        twin.positions += np.random.default_rng(k).normal(scale=1e-3, size=twin.positions.shape)
+        frames.append(twin)
+    twins = {top, 6, 7, 8}
+    plain, _ = select(frames, 3, "committee", predictor)
+    diverse, _ = select(frames, 3, "committee-fps", predictor)
+    assert len(twins & set(plain)) >= 2   # the largest spreads are the copies of one frame
+    assert len(twins & set(diverse)) == 1  # only one of them, then the most dissimilar uncertain frames
+    spreads = select(frames, 1, "committee", predictor)[1]
+    assert set(diverse) <= set(np.argsort(spreads)[::-1][:12].tolist())
+
+
 def test_random_is_seeded_and_cli_writes_the_frames(tmp_path):
     frames = [water_box(seed=s, pbc=False) for s in range(6)]
     assert select(frames, 3, "random", seed=4)[0] == select(frames, 3, "random", seed=4)[0]

@@ -62,7 +62,7 @@ def main() -> None:
     test, _ = label_frames(held_out, progress=False)
     print(f"MD: {len(frames)} frames of (H2O)6; pool {len(pool)}, test {len(test)} (xTB field route)")
     results = {}
-    for method in ("committee", "random"):
+    for method in ("committee", "committee-fps", "random"):
         rows = learn(pool, test, out / method, LearnSettings(initial=4, per_round=4, rounds=6, method=method,
                                                              epochs=80, channels=4, cutoff=5.0))
         results[method] = [(int(r["labels"]), float(r["test_rmse_e"])) for r in rows]
