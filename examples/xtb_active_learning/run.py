@@ -4,7 +4,8 @@
 
 1. Langevin MD of (H2O)6 at 300 K with GFN2-xTB (tblite, ASE), 0.5 fs, one frame every 20 steps;
 2. the last 10 frames are labelled with xTB (field route) as the held-out test set;
-3. `aptnn learn` from the first frames: committee selection and, for comparison, random selection;
+3. `aptnn learn` from the first frames: committee selection, committee-fps (diverse among the uncertain)
+   and, for comparison, random selection;
 4. prints the labels each needed to reach a test RMSE below 0.02 e.
 """
 from __future__ import annotations
