@@ -233,3 +233,21 @@ def test_pimd_example_script_runs(tmp_path):
     assert res.returncode == 0, res.stderr[-2000:]
     assert (tmp_path / "ex" / "water_pimd" / "spectrum.png").stat().st_size > 10_000
     assert "200 steps written" in res.stdout
+
+
+def test_time_step_from_ipi_init_parameters_reaches_the_worker_process(tmp_path):
+    """No --dt, no --ipi-input: the time step arrives in i-PI's INIT string (<parameters>), after the worker
+    process started; it must still reach it."""
+    address = prepare_ipi_water(tmp_path, steps=10)  # 4 beads; aptnn's force after LAMMPS': rid offset 4
+    xml = (tmp_path / "input.xml").read_text()
+    xml = xml.replace(f"<address>{address}-apt</address></ffsocket>",
+                      f"<address>{address}-apt</address><parameters>{{dt: 0.25}}</parameters></ffsocket>")
+    (tmp_path / "input.xml").write_text(xml)
+    server, lammps = start_ipi(tmp_path, address)
+    apt = subprocess.Popen([sys.executable, "-m", "aptnn.drivers.ipi.cli", "--address", f"{address}-apt",
+                            "--structure", "init.xyz", "--nbeads", "4", "--rid-offset", "4", "-o", "run.h5"],
+                           cwd=tmp_path, stdout=open(tmp_path / "aptnn-ipi.log", "w"), stderr=subprocess.STDOUT)
+    finish([server, lammps, apt], 180)
+    assert apt.returncode == 0, (tmp_path / "aptnn-ipi.log").read_text()
+    info = read_info(tmp_path / "run.h5")
+    assert info.dt_fs == pytest.approx(0.25) and n_frames(tmp_path / "run.h5") == 10

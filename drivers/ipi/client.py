@@ -86,6 +86,8 @@ class IPIClient:
             cell = h if np.abs(h).sum() > 0 else None
             apts = [a for _, a in beads] if all(a is not None for _, a in beads) else None
             self.pending = {}
+            if self.step == 0:  # the settings as completed by INIT, for a worker in another process
+                self._put(self.settings)
             self._put((self.step, positions, cell, apts))
             self.step += 1
 

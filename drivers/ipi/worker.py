@@ -78,12 +78,19 @@ class StepProcessor:
         return StepEstimator(estimator, nbeads, s.dt_fs, s.groups)
 
     def consume(self, get) -> None:
-        """Process items from ``get()`` until it returns None; the stream file is closed in any case."""
+        """Process items from ``get()`` until it returns None; the stream file is closed in any case.
+
+        Items are steps ``(step, positions, cell, apts)`` or :class:`ClientSettings`: the client's settings as
+        completed by i-PI's INIT parameters (a worker process holds a copy made before they arrived).
+        """
         try:
             while True:
                 item = get()
                 if item is None:
                     break
+                if isinstance(item, ClientSettings):
+                    self.settings = item
+                    continue
                 self._process(*item)
         finally:
             if self.writer is not None:
