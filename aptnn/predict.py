@@ -79,9 +79,8 @@ class APTPredictor:
     def cutoff(self) -> float:
         return float(self.config.cutoff)
 
-    def predict_batch(self, frames: list[Atoms], source: str | None = None, first_index: int = 0,
-                      ) -> tuple[list[np.ndarray], list[np.ndarray] | None]:
-        """APTs for several frames at once: lists of (N_k, 3, 3) means and committee std (None for one member)."""
+    def _members(self, frames: list[Atoms], source: str | None, first_index: int) -> torch.Tensor:
+        """(n_members, Σ N_k, 3, 3) float64 APTs (e) of all frames, checked and batched into one model call."""
         graphs = []
         for k, atoms in enumerate(frames):
             check_frame(atoms, source, first_index + k)
@@ -89,7 +88,12 @@ class APTPredictor:
         batch = collate(graphs, dtype=self.dtype, device=self.device)
         charge = torch.tensor([float(a.info.get("charge", 0.0)) for a in frames], dtype=self.dtype,
                               device=self.device)
-        preds = self._run_members(batch, charge).double().cpu()
+        return self._run_members(batch, charge).double().cpu()
+
+    def predict_batch(self, frames: list[Atoms], source: str | None = None, first_index: int = 0,
+                      ) -> tuple[list[np.ndarray], list[np.ndarray] | None]:
+        """APTs for several frames at once: lists of (N_k, 3, 3) means and committee std (None for one member)."""
+        preds = self._members(frames, source, first_index)
         mean = preds.mean(0)
         std = preds.std(0, unbiased=True) if len(self.members) > 1 else None
         splits = np.cumsum([len(a) for a in frames])[:-1]
@@ -97,15 +101,10 @@ class APTPredictor:
         stds = np.split(std.numpy(), splits) if std is not None else None
         return means, stds
 
-    def predict_members(self, frames: list[Atoms]) -> list[np.ndarray]:
+    def predict_members(self, frames: list[Atoms], source: str | None = None,
+                        first_index: int = 0) -> list[np.ndarray]:
         """Every committee member's APTs: one (n_members, N_k, 3, 3) array per frame, in e."""
-        graphs = [frame_graph(a, self.species, self.cutoff, None, k) for k, a in enumerate(frames)]
-        for k, atoms in enumerate(frames):
-            check_frame(atoms, None, k)
-        batch = collate(graphs, dtype=self.dtype, device=self.device)
-        charge = torch.tensor([float(a.info.get("charge", 0.0)) for a in frames], dtype=self.dtype,
-                              device=self.device)
-        preds = self._run_members(batch, charge).double().cpu().numpy()
+        preds = self._members(frames, source, first_index).numpy()
         return np.split(preds, np.cumsum([len(a) for a in frames])[:-1], axis=1)
 
     def predict(self, atoms: Atoms) -> np.ndarray:
