@@ -19,7 +19,8 @@ def _run(fn):
     try:
         return fn()
     except APTNNError as err:
-        click.echo(f"aptnn: error: {err}", err=True)
+        if not getattr(err, "quiet", False):  # a distributed failure is printed by rank 0 only
+            click.echo(f"aptnn: error: {err}", err=True)
         sys.exit(2)
 
 

@@ -24,7 +24,10 @@ from aptnn.errors import APTNNError
 
 
 class DistributedError(APTNNError):
-    """One or more ranks failed; the message lists each failed rank and its error."""
+    """One or more ranks failed; the message lists each failed rank and its error. Raised on every rank;
+    ``quiet`` is True except on rank 0, so that the command line prints it once."""
+
+    quiet: bool = False
 
 
 @dataclass(frozen=True)
@@ -107,16 +110,18 @@ def raise_if_any_failed(ctx: Context, message: str | None, what: str) -> None:
     failed = [(r, m) for r, m in enumerate(messages) if m is not None]
     if failed:
         detail = "; ".join(f"rank {r}: {m}" for r, m in failed)
-        raise DistributedError(f"{what} failed on {len(failed)} of {ctx.world} rank(s) — {detail}")
+        error = DistributedError(f"{what} failed on {len(failed)} of {ctx.world} rank(s) — {detail}")
+        error.quiet = not ctx.is_main
+        raise error
 
 
 def all_sum(ctx: Context, *values: float) -> list[float]:
     """Sum floats over ranks (float64); identity when not distributed."""
     if ctx.world == 1:
         return [float(v) for v in values]
-    t = torch.tensor(values, dtype=torch.float64)
+    t = torch.tensor(values, dtype=torch.float64, device="cuda" if ctx.backend == "nccl" else "cpu")
     dist.all_reduce(t)
-    return t.tolist()
+    return t.cpu().tolist()
 
 
 def any_rank(ctx: Context, flag: bool) -> bool:

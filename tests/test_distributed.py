@@ -130,6 +130,7 @@ def test_distributed_post_equals_serial_and_fails_loudly(tmp_path):
                    tmp_path)
     assert res.returncode != 0
     assert "rank" in res.stderr and "Na" in res.stderr and "failed on 1 of 2 rank(s)" in res.stderr
+    assert res.stderr.count("aptnn: error:") == 1  # printed once, by rank 0
 
 
 @pytest.mark.slow
