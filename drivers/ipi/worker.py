@@ -41,7 +41,7 @@ class ClientSettings:
     bec: bool = False                   # return i-PI's BEC extras (Born charges, e)
     efield: np.ndarray | None = None    # static field (a.u.): forces F_i = P_iᵀ·E
     queue_size: int = 64                # steps waiting for the worker before i-PI is held back
-    worker_nice: int = 10               # niceness added to the worker thread (0: same priority as the MD)
+    worker_nice: int = 10               # niceness added to the worker (0: same priority as the MD)
     resume: bool = True
     groups: dict[str, np.ndarray] = field(default_factory=dict)
     model_label: str = ""
