@@ -258,3 +258,14 @@ def test_lammps_example_script_runs(tmp_path):
     assert res.returncode == 0, res.stderr[-2000:]
     assert (tmp_path / "ex" / "spectrum.png").stat().st_size > 10_000
     assert read_info(tmp_path / "ex" / "water.dmdt.h5").natoms == 192
+
+
+def test_h5md_with_an_unknown_unit_names_file_and_dataset(tmp_path):
+    path = tmp_path / "bad.h5"
+    with h5py.File(path, "w") as f:
+        g = f.create_group("particles/all")
+        g["position/value"] = np.zeros((2, 3, 3))
+        g["position/value"].attrs["unit"] = "furlong"
+        g["species"] = np.array([8, 1, 1])
+    with pytest.raises(InputError, match=r"bad.h5: /particles/all/position/value: unknown length unit 'furlong'"):
+        list(open_trajectory(str(path), timestep=0.5))

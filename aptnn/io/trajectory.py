@@ -151,26 +151,34 @@ class H5MDSource(FrameSource):
         u = ds.attrs.get("unit")
         return u.decode() if isinstance(u, bytes) else u
 
+    def _factor(self, parse, ds) -> float:
+        """Conversion factor of dataset ``ds`` from its ``unit`` attribute; a bad unit names file and dataset."""
+        try:
+            return parse(self._unit(ds))
+        except InputError as err:
+            raise InputError(f"{ds.name}: {err.problem}", self.path) from None
+
     def iter_range(self, start: int, stop: int | None) -> Iterator[MDFrame]:
         pos = self.g["position"]
-        fpos = units.parse_length(self._unit(pos["value"]))
+        fpos = self._factor(units.parse_length, pos["value"])
         vel = self.g["velocity"] if "velocity" in self.g else None
-        fvel = units.parse_velocity(self._unit(vel["value"])) if vel is not None else 1.0
+        fvel = self._factor(units.parse_velocity, vel["value"]) if vel is not None else 1.0
         box = self.g["box"] if "box" in self.g else None
         times = pos["time"][()] if "time" in pos else None
-        ftime = units.parse_time(self._unit(pos["time"])) if "time" in pos else 1.0
+        ftime = self._factor(units.parse_time, pos["time"]) if "time" in pos else 1.0
         steps = pos["step"][()] if "step" in pos else None
         edges = box["edges"] if box is not None and "edges" in box else None
         pbc = True
         if box is not None and "boundary" in box.attrs:
             pbc = [b.decode() if isinstance(b, bytes) else str(b) for b in box.attrs["boundary"]]
             pbc = [b == "periodic" for b in pbc]
+        fbox = self._factor(units.parse_length, edges["value"] if hasattr(edges, "keys") else edges) \
+            if edges is not None else 1.0
         for k in range(start, len(self) if stop is None else min(stop, len(self))):
             cell = None
             if edges is not None:
                 e = edges["value"][k] if hasattr(edges, "keys") else edges[()]
-                cell = (np.diag(e) if np.ndim(e) == 1 else np.asarray(e)) * units.parse_length(
-                    self._unit(edges["value"] if hasattr(edges, "keys") else edges))
+                cell = (np.diag(e) if np.ndim(e) == 1 else np.asarray(e)) * fbox
             atoms = Atoms(self.symbols, positions=pos["value"][k] * fpos, cell=cell,
                           pbc=pbc if cell is not None else False)
             v = vel["value"][k] * fvel if vel is not None else None
