@@ -118,3 +118,22 @@ def test_cli_spectrum_with_plot_and_decomposition(tmp_path):
     np.testing.assert_allclose(table[:, 3] + table[:, 4] + table[:, 5], table[:, 1],
                                atol=1e-9 * np.abs(table[:, 1]).max())
     assert (tmp_path / "x.png").stat().st_size > 10_000
+
+
+def test_a_new_stream_file_is_readable_as_soon_as_its_path_exists(tmp_path):
+    """Readers (e.g. `aptnn spectrum` on a live run) may open the path at any moment after it appears."""
+    code = ("import sys, time\nfrom aptnn.io.stream import StreamWriter\n"
+            "for k in range(20):\n"
+            "    w = StreamWriter(f'{sys.argv[1]}/s{k}.h5', ['total'], dt_fs=0.5)\n"
+            "    time.sleep(0.05)\n    w.close()\n")
+    child = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)])
+    opened = 0
+    deadline = time.monotonic() + 120
+    while opened < 20 and time.monotonic() < deadline:
+        path = tmp_path / f"s{opened}.h5"
+        if path.exists():
+            assert n_frames(path) == 0  # opens at once: never a half-created file
+            opened += 1
+    child.wait(60)
+    assert opened == 20 and child.returncode == 0
+    assert not list(tmp_path.glob("*.part"))

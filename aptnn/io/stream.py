@@ -195,7 +195,10 @@ class StreamWriter:
             return
         if exists and not overwrite:
             raise InputError("output exists: pass resume to continue it or overwrite to replace it", self.path)
-        self.file = h5py.File(self.path, "w", libver="latest")
+        # built under a temporary name and moved into place once in SWMR mode: a reader never finds the path
+        # holding a file it cannot open
+        creating = self.path + ".creating.part"
+        self.file = h5py.File(creating, "w", libver="latest")
         n = len(self.series)
         d = self.file.create_dataset("dMdt", shape=(0, n, 3), maxshape=(None, n, 3), dtype="f8",
                                      chunks=(chunk, n, 3))
@@ -213,6 +216,7 @@ class StreamWriter:
             if value is not None:
                 self.file.attrs[key] = value
         self.file.swmr_mode = True
+        os.replace(creating, self.path)
         self.n_frames = 0
 
     def _open_existing(self, dt_fs, source, model):
