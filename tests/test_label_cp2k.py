@@ -198,3 +198,12 @@ def test_cli_label_jobs_then_collect(field, tmp_path):
     res = CliRunner().invoke(main, ["label", str(tmp_path / "mol.extxyz"), "-o", str(tmp_path / "m.extxyz"),
                                     "--backend", "cp2k"])
     assert res.exit_code == 2 and "periodic boxes" in res.output
+
+
+def test_missing_binary_stops_labelling_instead_of_failing_each_frame(tmp_path, monkeypatch):
+    from aptnn.label.routes import BackendMissing
+    from aptnn.label.run import label_frames
+
+    monkeypatch.setenv("PATH", "")
+    with pytest.raises(BackendMissing, match="cp2k.psmp not found"):
+        label_frames([dimer(), dimer()], "cp2k", workdir=tmp_path, progress=False, **OPTIONS)

@@ -25,7 +25,7 @@ import numpy as np
 from ase import Atoms
 
 from aptnn import units
-from aptnn.label.routes import LabelError, wrap_dipole_difference
+from aptnn.label.routes import BackendMissing, LabelError, wrap_dipole_difference
 
 BINARY = "cp2k.psmp"
 FORCE_AU_TO_EV_PER_A: float = units.FORCE_AU_TO_EV_PER_ANGSTROM
@@ -159,7 +159,7 @@ def run_cp2k(input_path: str | Path, cwd: str | Path, timeout: float | None = 36
     converge."""
     binary = shutil.which(BINARY)
     if binary is None:
-        raise LabelError(f"{BINARY} not found on PATH: install the Debian package cp2k or load your cluster's cp2k "
+        raise BackendMissing(f"{BINARY} not found on PATH: install the Debian package cp2k or load your cluster's cp2k "
                          "module")
     cwd = Path(cwd)
     input_path = Path(input_path)

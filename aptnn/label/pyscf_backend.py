@@ -20,7 +20,7 @@ from ase import Atoms
 from ase.calculators.calculator import Calculator, all_changes
 
 from aptnn import units
-from aptnn.label.routes import LabelError
+from aptnn.label.routes import BackendMissing, LabelError
 
 
 def _pyscf():
@@ -29,7 +29,7 @@ def _pyscf():
         import pyscf.hessian  # noqa: F401
         from pyscf import dft, gto, scf
     except ImportError:
-        raise LabelError("the pyscf backend needs PySCF: pip install pyscf") from None
+        raise BackendMissing("the pyscf backend needs PySCF: pip install pyscf") from None
     return gto, scf, dft
 
 

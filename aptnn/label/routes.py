@@ -18,6 +18,10 @@ class LabelError(APTNNError):
     pass
 
 
+class BackendMissing(LabelError):
+    """The electronic-structure package or binary of a backend is not installed (the message says how to get it)."""
+
+
 def _forces(atoms: Atoms, calc) -> np.ndarray:
     a = atoms.copy()
     a.calc = calc

@@ -8,7 +8,7 @@ from ase import Atoms
 from tqdm.auto import tqdm
 
 from aptnn.frames import set_apt
-from aptnn.label.routes import LabelError, displacement_route, field_route
+from aptnn.label.routes import BackendMissing, LabelError, displacement_route, field_route
 
 BACKENDS = ("xtb", "pyscf", "cp2k")
 ROUTES = ("field", "displacement", "analytic")
@@ -100,8 +100,10 @@ def label_frames(frames: list[Atoms], backend: str = "xtb", route: str = "field"
                 from aptnn.label.pyscf_backend import analytic_apt
 
                 apt = _keep_only(analytic_apt(atoms, **options), indices)
+        except BackendMissing:
+            raise
         except LabelError as err:
-            if backend != "cp2k" or "not found on PATH" in str(err):
+            if backend != "cp2k":
                 raise
             failed.append((k, str(err)))  # a CP2K run that failed or did not converge: go on with the others
             continue

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from aptnn.label.routes import LabelError
+from aptnn.label.routes import BackendMissing
 
 
 def _tblite():
@@ -14,7 +14,7 @@ def _tblite():
         import tblite.interface
         import tblite.library
     except ImportError:
-        raise LabelError("the xtb backend needs tblite: pip install tblite") from None
+        raise BackendMissing("the xtb backend needs tblite: pip install tblite") from None
     return tblite
 
 
