@@ -1,4 +1,4 @@
-"""Exceptions raised for bad input: one clear message naming the file, the frame and the problem."""
+"""Exceptions raised on purpose: one clear message naming the file, the frame and the problem."""
 from __future__ import annotations
 
 
@@ -19,6 +19,10 @@ class InputError(APTNNError, ValueError):
         self.source = source
         self.frame = frame
         super().__init__(f"{', '.join(where)}: {problem}" if where else problem)
+
+
+class OutputError(InputError):
+    """An output that cannot be written (disk full, quota, another writer holds it); names the file."""
 
 
 class CheckpointError(APTNNError, ValueError):

@@ -8,6 +8,7 @@ lose no precision.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -59,6 +60,41 @@ def species_indices(atoms: Atoms, species: list[int], source: str | None = None,
     return idx
 
 
+MAX_DENSITY = 1.0          # atoms/Å³: five times diamond's; denser cells are wrong units or a wrong cell
+MIN_DISTANCE = 0.1         # Å: closer atoms are the same atom twice (the APT is undefined there)
+NEIGHBOUR_BYTES = 64       # memory per neighbour pair of the list alone (indices, shifts, vectors)
+
+
+def wrap_positions(positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray) -> np.ndarray:
+    """Positions (Å) moved into the cell along periodic directions, in float64: unwrapped coordinates far from
+    the origin then lose no precision in the neighbour search (edge vectors are invariant)."""
+    frac = positions @ np.linalg.inv(cell)
+    frac[:, pbc] -= np.floor(frac[:, pbc])
+    return frac @ cell
+
+
+def check_neighbour_budget(atoms: Atoms, cutoff: float, source: str | None = None, frame: int | None = None) -> None:
+    """Refuse a periodic frame whose neighbour list would be absurd (a cell in the wrong unit, a tiny cell):
+    density above :data:`MAX_DENSITY` or more pairs than half the free memory holds. Names cell and pairs."""
+    if not np.asarray(atoms.pbc).all():
+        return
+    volume = abs(float(np.linalg.det(atoms.cell.array)))
+    density = len(atoms) / volume
+    pairs = len(atoms) * density * 4.0 / 3.0 * np.pi * cutoff**3
+    lengths = ", ".join(f"{x:.4g}" for x in atoms.cell.lengths())
+    where = f"cell {lengths} Å ({len(atoms)} atoms in {volume:.4g} Å³)"
+    if density > MAX_DENSITY:
+        raise InputError(f"{where} has {density:.3g} atoms/Å³ (water 0.1, diamond 0.18): about {pairs:.3g} "
+                         f"neighbour pairs within {cutoff:g} Å; is the cell or the length unit wrong?", source, frame)
+    try:
+        free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return
+    if pairs * NEIGHBOUR_BYTES > free / 2:
+        raise InputError(f"{where}: about {pairs:.3g} neighbour pairs within {cutoff:g} Å would need "
+                         f"{pairs * NEIGHBOUR_BYTES / 2**30:.1f} GiB, more than half the free memory", source, frame)
+
+
 def neighbour_list(atoms: Atoms, cutoff: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Full neighbour list (both directions) within ``cutoff`` Å: (senders i, receivers j, vectors r_ij)."""
     positions = np.ascontiguousarray(atoms.get_positions(), dtype=np.float64)
@@ -68,6 +104,7 @@ def neighbour_list(atoms: Atoms, cutoff: float) -> tuple[np.ndarray, np.ndarray,
         if not pbc.all():
             # vesin needs a full-rank box even along open directions: any non-periodic vector will do
             cell = atoms.cell.complete().array.astype(np.float64)
+        positions = np.ascontiguousarray(wrap_positions(positions, cell, pbc))
     else:
         cell = np.zeros((3, 3))
     i, j, shifts = NeighborList(cutoff=cutoff, full_list=True).compute(
@@ -84,7 +121,14 @@ def frame_graph(atoms: Atoms, species: list[int], cutoff: float, source: str | N
                 frame: int | None = None) -> FrameGraph:
     """Graph of one frame for a model with the given species list and cutoff (Å)."""
     idx = species_indices(atoms, species, source, frame)
+    check_neighbour_budget(atoms, cutoff, source, frame)
     i, j, vectors = neighbour_list(atoms, cutoff)
+    if len(vectors):
+        lengths = np.linalg.norm(vectors, axis=1)
+        k = int(np.argmin(lengths))
+        if lengths[k] < MIN_DISTANCE:
+            raise InputError(f"atoms {i[k]} and {j[k]} are {lengths[k]:.3g} Å apart (closer than "
+                             f"{MIN_DISTANCE} Å: the same atom twice?)", source, frame)
     return FrameGraph(idx, i, j, vectors)
 
 

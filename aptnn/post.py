@@ -17,8 +17,8 @@ from ase.data import atomic_masses
 from tqdm.auto import tqdm
 
 from aptnn.engine import DipoleDerivativeEngine
-from aptnn.errors import InputError
-from aptnn.io.stream import StreamWriter
+from aptnn.errors import InputError, OutputError
+from aptnn.io.stream import CHECK_SIZE, StreamWriter, frame_check, read_checks
 from aptnn.io.trajectory import FrameSource, MDFrame
 from aptnn.predict import APTPredictor
 
@@ -140,14 +140,9 @@ def run(sources: list[FrameSource], model: str, output: str, settings: PostSetti
     if groups:
         group_masks.update(selection_groups(first, groups))
     engine = DipoleDerivativeEngine(predictor, group_masks)
-    temperature = settings.temperature_K
     # ring-polymer beads move at P times the physical temperature: divide by P
     kinetic = float(np.mean([kinetic_temperature(f) for f in firsts])) / len(sources)
-    if temperature is None:
-        temperature = kinetic
-    elif not 0.5 < kinetic / temperature < 2.0:
-        warnings.warn(f"{sources[0].path}: kinetic temperature of the first frame is {kinetic:.0f} K, not "
-                      f"{temperature:.0f} K: are the velocity units right (--units)?", stacklevel=2)
+    temperature = check_temperature(kinetic, settings.temperature_K, sources[0].path)
     steps = _lockstep(sources, [itertools.chain([f], s) for f, s in zip(firsts, streams)])
     selected = itertools.islice(steps, 0, None, settings.stride)
     if len(sources) == 1:
@@ -162,6 +157,32 @@ def run(sources: list[FrameSource], model: str, output: str, settings: PostSetti
         label = f"velocity/{estimator}"
     return _stream(selected, sources, series, compute, label, model, output, settings, temperature, len(symbols),
                    start // settings.stride)
+
+
+def check_temperature(kinetic: float, given: float | None, path: str) -> float:
+    """The temperature (K) to store: ``given``, else the kinetic one. Velocities in the wrong unit (a metal dump
+    read as real: ×1000 in T's square root) are an error: a kinetic temperature outside 1–10⁵ K, or off the
+    given one by more than ×10; off by more than ×2 is a warning."""
+    hint = "are the velocity units right (--units; H5MD unit attributes)?"
+    if given is not None and not (np.isfinite(given) and given > 0):
+        raise InputError(f"temperature must be a positive number of K, not {given}")
+    if not np.isfinite(kinetic):
+        raise InputError("kinetic temperature of the first frame is not finite: NaN or inf velocities", path, 0)
+    if kinetic == 0.0:  # velocities all zero (e.g. a minimised start): nothing to judge
+        if given is None:
+            raise InputError("all velocities of the first frame are zero: give --temperature (K)", path, 0)
+        return given
+    if given is None and not 1.0 <= kinetic <= 1e5:
+        raise InputError(f"kinetic temperature of the first frame is {kinetic:.3g} K: {hint}", path, 0)
+    if given is not None:
+        ratio = kinetic / given
+        if not 0.1 <= ratio <= 10:
+            raise InputError(f"kinetic temperature of the first frame is {kinetic:.3g} K, but {given:g} K was "
+                             f"given: {hint}", path, 0)
+        if not 0.5 < ratio < 2.0:
+            warnings.warn(f"{path}: kinetic temperature of the first frame is {kinetic:.0f} K, not {given:.0f} K: "
+                          f"{hint}", stacklevel=3)
+    return kinetic if given is None else given
 
 
 def _lockstep(sources: list[FrameSource], iterators) -> Iterator[list[MDFrame]]:
@@ -182,7 +203,7 @@ def _stream(steps, sources, series, compute, label, model, output, settings, tem
     writer = None
     name = Path(source.path).name + (f" from output frame {start}" if start else "")
     bar = tqdm(desc=f"aptnn-post {name}", unit="frame", disable=not settings.progress)
-    index, skip, dt, last_time = start, 0, None, None
+    index, stored, dt, last_time = start, 0, None, None
     try:
         for frames in steps:
             frame = frames[0]
@@ -190,6 +211,9 @@ def _stream(steps, sources, series, compute, label, model, output, settings, tem
                 raise InputError("frame has no time: give --timestep (fs per frame or per step)", source.path, index)
             if last_time is not None:
                 step = frame.time - last_time
+                if not (np.isfinite(step) and step > 0):
+                    raise InputError(f"time does not increase ({last_time:g} fs, then {frame.time:g} fs): a time "
+                                     "step (--timestep) must be positive", source.path, index)
                 dt = step if dt is None else dt
                 if not np.isclose(step, dt, rtol=1e-6):
                     raise InputError(f"time step changed from {dt:g} fs to {step:g} fs", source.path, index)
@@ -201,13 +225,13 @@ def _stream(steps, sources, series, compute, label, model, output, settings, tem
             if writer is None and len(buffer) >= 2:
                 writer = _open_writer(output, series, label, model, sources, buffer, dt, temperature, natoms,
                                       settings)
-                skip = writer.n_frames
+                stored = writer.n_frames
             if writer is not None and len(buffer) >= settings.batch_size:
-                skip = _flush(writer, compute, buffer, skip, index, bar, settings.batch_size)
+                _flush(writer, compute, buffer, stored, index, bar, settings.batch_size, source.path, start)
                 buffer = []
         if writer is None:
             raise InputError(f"only {len(buffer)} frame(s) after stride: need at least 2", source.path)
-        _flush(writer, compute, buffer, skip, index, bar, settings.batch_size)
+        _flush(writer, compute, buffer, stored, index, bar, settings.batch_size, source.path, start)
     finally:
         bar.close()
         if writer is not None:
@@ -225,19 +249,41 @@ def _open_writer(output, series, label, model, sources, buffer, dt, temperature,
         extra["nbeads"] = len(sources)
     return StreamWriter(output, series, dt_fs=dt, temperature_K=temperature, volume_A3=volume, natoms=natoms,
                         estimator=label, model=model_fingerprint(model), source=sources[0].path,
-                        resume=not settings.overwrite, overwrite=settings.overwrite, stride=settings.stride, **extra)
+                        resume=not settings.overwrite, overwrite=settings.overwrite, stride=settings.stride,
+                        checks=CHECK_SIZE, **extra)
 
 
-def _flush(writer, compute, buffer, skip, index, bar, batch_size: int) -> int:
+def _flush(writer, compute, buffer, stored: int, index: int, bar, batch_size: int, path: str, start: int) -> None:
     """Evaluate buffered steps not yet in the file, ``batch_size`` frames per model call (always the same
-    grouping, so a frame's result does not depend on where a run or shard started); returns how many
-    existing frames remain to skip."""
-    todo = buffer[skip:] if skip < len(buffer) else []
+    grouping, so a frame's result does not depend on where a run or shard started). ``index``: output index
+    after the buffer, ``start``: output index of the file's first frame; ``stored``: frames the file held when it was opened (a resumed run): the first and last
+    of them are compared with the input (fingerprints), so a replaced trajectory is never continued."""
+    first = index - len(buffer) - start
     bar.update(len(buffer))
-    if not todo:
-        return skip - len(buffer)
+    todo = []
+    for j, frames in enumerate(buffer):
+        pos = first + j
+        if pos >= stored:
+            todo.append(frames)
+        elif pos in (0, stored - 1):
+            _verify(writer, pos, frames[0], path, index - len(buffer) + j)
     first_index = index - len(todo)
     for k in range(0, len(todo), batch_size):
         part = todo[k:k + batch_size]
-        writer.append([b[0].time for b in part], compute(part, first_index + k))
-    return 0
+        rows = compute(part, first_index + k)
+        if not np.isfinite(rows).all():
+            bad = int(np.argmax(~np.isfinite(rows).reshape(len(part), -1).all(axis=1)))
+            raise InputError("dM/dt is not finite (NaN/inf velocities or APTs)", path, first_index + k + bad)
+        writer.append([b[0].time for b in part], rows, check=[frame_check(b[0].atoms.positions) for b in part])
+
+
+def _verify(writer, pos: int, frame: MDFrame, path: str, index: int) -> None:
+    """Refuse to continue a stream made from other input: frame ``pos`` of the stream must match."""
+    stored = read_checks(writer.path, pos, pos + 1)
+    if len(stored) == 0:
+        raise OutputError("cannot resume: the stream has no input fingerprints; use --overwrite", writer.path)
+    diff = float(np.abs(stored[0] - frame_check(frame.atoms.positions)).max())
+    if diff > 1e-6:
+        raise OutputError(f"cannot resume: frame {index} of {path} is not the frame this stream was made from "
+                          f"(fingerprints differ by {diff:.3g} Å): the trajectory was replaced or changed; use "
+                          "--overwrite or another output", writer.path)

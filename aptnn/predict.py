@@ -8,6 +8,7 @@ import torch
 from ase import Atoms
 from tqdm.auto import tqdm
 
+from aptnn.errors import InputError
 from aptnn.frames import APT_KEY, APT_STD_KEY, check_frame, set_apt
 from aptnn.graph import collate, frame_graph
 from aptnn.model.checkpoint import load_checkpoint
@@ -88,7 +89,14 @@ class APTPredictor:
         batch = collate(graphs, dtype=self.dtype, device=self.device)
         charge = torch.tensor([float(a.info.get("charge", 0.0)) for a in frames], dtype=self.dtype,
                               device=self.device)
-        return self._run_members(batch, charge).double().cpu()
+        out = self._run_members(batch, charge).double().cpu()
+        finite = torch.isfinite(out).flatten(2).all(-1).all(0)   # (Σ N_k,)
+        if not bool(finite.all()):
+            atom = int(torch.argmin(finite.int()))
+            k = int(np.searchsorted(np.cumsum([len(a) for a in frames]), atom, side="right"))
+            raise InputError(f"the model gave non-finite APTs (NaN/inf) for atom {atom - sum(len(a) for a in frames[:k])}",
+                             source, first_index + k)
+        return out
 
     def predict_batch(self, frames: list[Atoms], source: str | None = None, first_index: int = 0,
                       ) -> tuple[list[np.ndarray], list[np.ndarray] | None]:

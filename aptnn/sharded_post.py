@@ -17,10 +17,11 @@ from pathlib import Path
 from typing import Callable
 
 from aptnn.distributed import Context, broadcast_object, collect_errors, gather_objects
-from aptnn.errors import InputError
-from aptnn.io.stream import is_stream_file, merge_streams, n_frames
+from aptnn.errors import InputError, OutputError
+from aptnn.io.stream import model_digest, is_stream_file, n_frames, read_info
+from aptnn.io.stream_repair import merge_streams
 from aptnn.io.trajectory import FrameSource
-from aptnn.post import PostSettings, run
+from aptnn.post import PostSettings, model_fingerprint, run
 
 
 @dataclass(frozen=True)
@@ -86,6 +87,16 @@ def assign(shards: list[Shard], world: int) -> list[list[Shard]]:
     return out
 
 
+def same_origin(stream: str, model_label: str, trajectory: str | None = None) -> None:
+    """Refuse to reuse a finished stream or part written from another trajectory or with another model."""
+    info = read_info(stream)
+    if model_digest(info.model) != model_digest(model_label):
+        raise OutputError(f"was written with model {info.model!r}, not {model_label!r}: pass --overwrite to "
+                          "recompute it", stream)
+    if trajectory is not None and info.source != trajectory:
+        raise OutputError(f"was written from {info.source!r}, not {trajectory!r}: pass --overwrite", stream)
+
+
 def run_sharded(ctx: Context, trajectories: list[str], outputs: list[str],
                 open_sources: Callable[[str], list[FrameSource]], model: str, settings: PostSettings,
                 groups: list[str], device: str, estimator: str, shard_frames: int | None = None) -> list[str]:
@@ -93,6 +104,7 @@ def run_sharded(ctx: Context, trajectories: list[str], outputs: list[str],
     from aptnn.predict import APTPredictor
 
     shards: list[Shard] = []
+    label = model_fingerprint(model)
     with collect_errors(ctx, "planning the shards"):
         if ctx.is_main:
             jobs = []
@@ -101,8 +113,10 @@ def run_sharded(ctx: Context, trajectories: list[str], outputs: list[str],
                     shutil.rmtree(parts_dir(output), ignore_errors=True)
                     if os.path.exists(output):
                         os.remove(output)
-                n, fd = output_frames(open_sources(path), settings.stride)
+                sources = open_sources(path)
+                n, fd = output_frames(sources, settings.stride)
                 if os.path.exists(output) and not os.path.isdir(parts_dir(output)):
+                    same_origin(output, label, sources[0].path)
                     if n_frames(output) != n:
                         raise InputError(f"output exists with {n_frames(output)} of {n} frames: finish it without "
                                          "--distributed, or pass --overwrite", output)
@@ -116,6 +130,7 @@ def run_sharded(ctx: Context, trajectories: list[str], outputs: list[str],
         predictor = APTPredictor.load(model, device=device, compile=settings.compile) if mine else None
         for shard in mine:
             if os.path.exists(shard.part):
+                same_origin(shard.part, label)
                 skipped += 1
                 continue
             Path(shard.part).parent.mkdir(parents=True, exist_ok=True)

@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from conftest import water_box
 
 from aptnn.cli import merge, post
-from aptnn.io.stream import merge_streams
+from aptnn.io.stream_repair import merge_streams
 from aptnn.io.trajectory import open_trajectory
 from aptnn.post import PostSettings, run
 from aptnn.sharded_post import Shard, assign, plan

@@ -183,6 +183,14 @@ def test_bad_trajectories(lammps_water, tmp_path):
     for a, v in zip(fast, vel):
         a.arrays["velocities"] = v * 1000  # Å/ps values read as Å/fs
     ase.io.write(tmp_path / "fast.extxyz", fast)
+    for temperature in (300.0, None):  # velocities 1000× too fast: 10⁶× the temperature, given or not
+        with pytest.raises(InputError, match="fast.extxyz, frame 0: kinetic temperature .* velocity units"):
+            run([open_trajectory(str(tmp_path / "fast.extxyz"))], MODEL, str(tmp_path / "z.h5"),
+                PostSettings(progress=False, temperature_K=temperature))
+    assert not (tmp_path / "z.h5").exists()
+    for a, v in zip(fast, vel):
+        a.arrays["velocities"] = v * 2.5  # off by ×6 in temperature: a warning only
+    ase.io.write(tmp_path / "fast.extxyz", fast)
     with pytest.warns(UserWarning, match="kinetic temperature"):
         run([open_trajectory(str(tmp_path / "fast.extxyz"))], MODEL, str(tmp_path / "z.h5"),
             PostSettings(progress=False, temperature_K=300.0))

@@ -137,3 +137,122 @@ def test_a_new_stream_file_is_readable_as_soon_as_its_path_exists(tmp_path):
     child.wait(60)
     assert opened == 20 and child.returncode == 0
     assert not list(tmp_path.glob("*.part"))
+
+
+FILLER = textwrap.dedent("""
+    import resource, signal, sys, numpy as np
+    from aptnn.errors import OutputError
+    from aptnn.io.stream import StreamWriter
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)          # writes past the limit fail with EFBIG instead
+    resource.setrlimit(resource.RLIMIT_FSIZE, (int(sys.argv[2]), int(sys.argv[2])))
+    w = StreamWriter(sys.argv[1], ["total", "group:O"], dt_fs=0.5, temperature_K=300.0, flush_every=0.0,
+                     chunk=256, checks=3)
+    k = 0
+    try:
+        while True:
+            w.append(0.5 * np.arange(k, k + 50), np.ones((50, 2, 3)) * k, check=np.zeros((50, 3)))
+            k += 50
+    except OutputError as err:
+        print(err, flush=True)
+        w.close()
+        from aptnn.cli import leave
+        leave(2)
+""")
+
+
+def test_a_failed_write_stops_with_one_error_and_keeps_only_frames_on_disk(tmp_path):
+    """Disk full (here: a file-size limit, the same failed write()): one error, the good frames, a clean resume."""
+    path = tmp_path / "full.h5"
+    res = subprocess.run([sys.executable, "-c", FILLER, str(path), str(400_000)], capture_output=True, text=True,
+                         timeout=120)
+    assert res.returncode == 2, res.stderr[-2000:]
+    line = res.stdout.strip()
+    assert "cannot write" in line and "frame(s) of the last good flush" in line and str(path) in line
+    kept = int(line.split("keeps the ")[1].split()[0])
+    assert kept > 0 and n_frames(path) <= kept
+    with StreamWriter(path, ["total", "group:O"], dt_fs=0.5, resume=True, checks=3) as w:
+        n = w.n_frames
+        assert n == kept  # every kept frame is intact, nothing beyond
+        w.append(0.5 * np.arange(n, n + 10), np.ones((10, 2, 3)), check=np.zeros((10, 3)))
+    t, d = next(read_chunks(path, chunk=10**6))
+    np.testing.assert_allclose(t, 0.5 * np.arange(n + 10))
+    np.testing.assert_array_equal(d[:n, 0, 0], np.repeat(np.arange(0, n, 50), 50)[:n])
+
+
+def test_resume_drops_frames_whose_write_did_not_complete(tmp_path):
+    """A file claiming more frames than reached the disk (zeros in time) is cut back to its intact frames."""
+    path = tmp_path / "zeros.h5"
+    with StreamWriter(path, ["total"], dt_fs=1.0) as w:
+        w.append(np.arange(100.0), np.ones((100, 1, 3)))
+    with h5py.File(path, "a") as f:  # what a failed write left before /flushed existed: zeros at the end
+        f["time"][60:] = 0.0
+        f["dMdt"][60:] = 0.0
+        f["flushed"][0] = 100
+    with pytest.warns(UserWarning, match="40 frame"):
+        w = StreamWriter(path, ["total"], dt_fs=1.0, resume=True)
+    assert w.n_frames == 60
+    w.close()
+    assert n_frames(path) == 60
+
+
+HOLDER = textwrap.dedent("""
+    import sys, time, numpy as np
+    from aptnn.io.stream import StreamWriter
+    w = StreamWriter(sys.argv[1], ["total"], dt_fs=1.0, flush_every=0.0)
+    w.append([0.0, 1.0], np.zeros((2, 1, 3)))
+    print("ready", flush=True)
+    time.sleep(600)
+""")
+
+
+def test_a_second_writer_is_refused_while_the_first_lives(tmp_path):
+    path = tmp_path / "shared.h5"
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "ready"
+        for resume, overwrite in ((True, False), (False, True)):
+            with pytest.raises(InputError, match=f"being written by another process \\(pid {holder.pid}"):
+                StreamWriter(path, ["total"], dt_fs=1.0, resume=resume, overwrite=overwrite)
+        assert n_frames(path) == 2  # untouched: no 'crash recovery' of a live writer's file
+    finally:
+        holder.kill()
+        holder.wait()
+    with StreamWriter(path, ["total"], dt_fs=1.0, resume=True) as w:  # the dead writer's lock is gone
+        assert w.n_frames == 2
+        w.append([2.0], np.zeros((1, 1, 3)))
+    assert n_frames(path) == 3 and not os.path.exists(f"{path}.lock")
+
+
+def test_resume_refuses_another_model_or_a_stream_without_fingerprints(tmp_path):
+    path = tmp_path / "m.h5"
+    with StreamWriter(path, ["total"], dt_fs=1.0, model="a.pt sha256:aaa", source="t.dump") as w:
+        w.append([0.0, 1.0], np.zeros((2, 1, 3)))
+    with pytest.raises(InputError, match="cannot resume: file was written with model"):
+        StreamWriter(path, ["total"], dt_fs=1.0, resume=True, model="b.pt sha256:bbb")
+    with StreamWriter(path, ["total"], dt_fs=1.0, resume=True, model="renamed.pt sha256:aaa") as w:
+        assert w.n_frames == 2  # same weights under another name: fine
+    with pytest.raises(InputError, match="no input fingerprints"):
+        StreamWriter(path, ["total"], dt_fs=1.0, resume=True, checks=3)
+
+
+def test_a_full_file_system_stops_cleanly_before_hdf5_fails(tmp_path):
+    """A real small file system (tmpfs, needs root): the writer stops while it can still close the file."""
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=20m", "tmpfs", str(mnt)], capture_output=True).returncode:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    try:
+        (mnt / "ballast").write_bytes(b"\0" * (3 << 20))
+        path = mnt / "s.h5"
+        w = StreamWriter(path, ["total"], dt_fs=1.0, flush_every=0.0, chunk=1024)
+        with pytest.raises(InputError, match="disk full: .* MiB left"):
+            for k in range(10**6):
+                w.append(np.arange(k * 100, (k + 1) * 100, dtype=float), np.ones((100, 1, 3)))
+        kept = w._flushed_n
+        w.close()  # a clean close: no recovery needed, no crash
+        with h5py.File(path, "r") as f:  # opens without SWMR: the flag was cleared
+            assert f["time"].shape[0] == kept > 0
+        t, _ = next(read_chunks(path, chunk=10**7))
+        np.testing.assert_array_equal(t, np.arange(kept, dtype=float))
+    finally:
+        subprocess.run(["umount", str(mnt)])
