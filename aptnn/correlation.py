@@ -5,7 +5,8 @@ For series a(t), b(t) (vectors, e·Å/fs) the accumulator collects, for lags τ 
 chunk by chunk: each chunk is correlated together with the last L frames of the previous chunk, and the pairs
 that lie entirely in that tail (already counted) are subtracted, so the sums equal those of one FFT over the
 whole series. Pairs are booked to the time block of their later frame, which gives block averages for error
-bars. Cost O(N log chunk), memory O(chunk + L).
+bars; each block remembers its trajectory (file), so :meth:`CorrelationAccumulator.correlation_parts` can split
+the pooled correlation into per-file shares (for per-file prefactors). Cost O(N log chunk), memory O(chunk + L).
 """
 from __future__ import annotations
 
@@ -45,6 +46,7 @@ class CorrelationAccumulator:
     ``pairs``: list of (i, j) series indices; (i, i) is an autocorrelation, (i, j) with i ≠ j the symmetrised
     cross term ⟨a_i(0)·a_j(t)⟩ + ⟨a_j(0)·a_i(t)⟩. Call :meth:`start_trajectory` for each independent series
     (file), :meth:`add` with consecutive chunks, :meth:`new_block` to start the next error-bar block.
+    ``block_trajectory[k]`` is the trajectory index (0, 1, …) of block k.
     """
 
     def __init__(self, pairs: list[tuple[int, int]], max_lag: int):
@@ -52,15 +54,19 @@ class CorrelationAccumulator:
         self.max_lag = max_lag
         self.blocks_sums: list[np.ndarray] = []   # per block: (n_pairs, L+1)
         self.blocks_counts: list[np.ndarray] = []  # per block: (L+1,)
+        self.block_trajectory: list[int] = []
         self._tail: np.ndarray | None = None
+        self._trajectory = -1
 
     def start_trajectory(self) -> None:
         self._tail = None
+        self._trajectory += 1
         self.new_block()
 
     def new_block(self) -> None:
         self.blocks_sums.append(np.zeros((len(self.pairs), self.max_lag + 1)))
         self.blocks_counts.append(np.zeros(self.max_lag + 1))
+        self.block_trajectory.append(max(self._trajectory, 0))
 
     def _sums(self, x: np.ndarray) -> np.ndarray:
         return np.stack([lag_sums(x[:, i], None if i == j else x[:, j], self.max_lag) for i, j in self.pairs])
@@ -93,3 +99,19 @@ class CorrelationAccumulator:
         with np.errstate(invalid="ignore", divide="ignore"):
             corr = np.where(norm[:, None, :] > 0, sums / norm[:, None, :], 0.0)
         return corr if blocks else corr[0]
+
+    def correlation_parts(self, biased: bool = False) -> np.ndarray:
+        """Per-trajectory shares (n_trajectories, n_pairs, L+1) of :meth:`correlation`, in (e·Å/fs)².
+
+        Share f is trajectory f's lag sums divided by the pooled normalisation (all pair counts, or all frames
+        if ``biased``), so the shares add up to ``correlation(biased)``: each trajectory enters with weight
+        n_f(τ)/Σ n(τ), its pair-count weight.
+        """
+        sums = np.stack(self.blocks_sums)
+        counts = np.stack(self.blocks_counts).sum(0)
+        traj = np.asarray(self.block_trajectory)
+        parts = np.zeros((traj.max() + 1,) + sums.shape[1:])
+        np.add.at(parts, traj, sums)
+        norm = np.full_like(counts, counts[0]) if biased else counts
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(norm > 0, parts / norm, 0.0)

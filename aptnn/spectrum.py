@@ -10,6 +10,9 @@ Q(x)(1 − e^{−x})/x: ``standard`` Q = 2/(1 + e^{−x}), ``schofield`` Q = e^{
 classical correlation put into the quantum line shape unchanged). With ``harmonic`` the result equals the
 purely classical expression. The windowed correlation is transformed by a DCT-I, so that the trapezoidal
 integral of the spectrum over ω ∈ [0, π/Δt] is exactly πβ⟨|Ṁ|²⟩/(6Vcε₀) for any window with w(0) = 1.
+Several files are independent runs: the correlation is pooled per lag (pair-count weights) and each file's
+share is transformed with its own β, V, Q and finite-difference response. Inputs are checked up front
+(:mod:`aptnn.spectrum_checks`).
 """
 from __future__ import annotations
 
@@ -20,10 +23,11 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import fft, signal
 
+from aptnn import spectrum_checks as checks
 from aptnn import units
 from aptnn.correlation import CorrelationAccumulator
 from aptnn.errors import InputError
-from aptnn.io.stream import read_chunks, read_info, read_time_chunks
+from aptnn.io.stream import read_chunks, read_info
 
 QCFS = ("harmonic", "standard", "schofield", "none")
 WINDOWS = ("hann", "hamming", "blackman", "gaussian", "none")
@@ -67,6 +71,10 @@ class Spectrum:
         os.replace(tmp, path)
 
     def plot(self, path: str | os.PathLike, title: str = "", max_wavenumber: float | None = None) -> None:
+        """PNG of the spectrum (and its ± error band, components) up to ``max_wavenumber`` cm⁻¹ (> 0)."""
+        if max_wavenumber is not None:
+            max_wavenumber = checks.positive_number(max_wavenumber, "maximum wavenumber (--max-wavenumber)",
+                                                    "cm⁻¹")
         import matplotlib
 
         matplotlib.use("Agg")
@@ -156,42 +164,50 @@ def select_series(available: list[str], patterns: list[str] | None) -> list[str]
 
 def compute_spectrum(paths: list[str], *, max_lag_fs: float = 2000.0, window_name: str = "hann",
                      qcf: str = "harmonic", temperature_K: float | None = None, volume_A3: float | None = None,
-                     series: list[str] | None = None, decompose: bool = True, n_blocks: int = 8,
+                     series: list[str] | None = None, decompose: bool = True, n_blocks: int | None = None,
                      biased: bool = False, remove_mean: bool = True, pad: int = 4,
                      chunk: int = 1 << 18) -> Spectrum:
     """IR spectrum from one or several stream files (independent trajectories, correlations averaged per lag).
 
+    ``max_lag_fs`` (fs, > 0) is capped at the shortest file's length; ``n_blocks`` time blocks per file (each of
+    at least 2 frames; default 8, fewer for files under 16 frames) give the error bars; ``pad`` (≥ 1)
+    zero-pads the correlation to pad·lags + 1 points.
+    Several files are independent runs: their lag sums are pooled per lag and each file keeps its own β/V
+    (attributes ``temperature_K`` in K, ``volume_A3`` in Å³), quantum correction and finite-difference
+    response, so the result is the pair-count-weighted average of the single-file spectra, whatever the file
+    order. ``temperature_K`` (K) or ``volume_A3`` (Å³) given here override those of every file. Files with a
+    volume (α n, cm⁻¹) and without one (cross-section, cm²) cannot be mixed. Every input is checked before
+    the frames are read; a bad one raises :class:`InputError`.
     ``series``: glob patterns of series averaged into the total (e.g. ``bead*``); group series
     (``group:*``) give auto and cross columns that add up to the total when the groups partition the atoms.
     """
+    max_lag_fs, temperature_K, volume_A3, n_blocks, pad = checks.check_options(
+        max_lag_fs=max_lag_fs, window_name=window_name, qcf=qcf, temperature_K=temperature_K,
+        volume_A3=volume_A3, n_blocks=n_blocks, pad=pad, chunk=chunk, windows=WINDOWS, qcfs=QCFS)
     if not paths:
         raise InputError("no stream file given")
+    paths = [str(p) for p in paths]
     infos = [read_info(p) for p in paths]
     first = infos[0]
     for p, info in zip(paths, infos):
         if info.series != first.series:
             raise InputError(f"series {info.series} differ from {first.series} of {paths[0]}", p)
-    dt = _time_step(paths[0], first)
-    temperature = temperature_K if temperature_K is not None else first.temperature_K
-    if temperature is None:
-        raise InputError("no temperature in the file: pass --temperature (K)", paths[0])
-    volume = volume_A3 if volume_A3 is not None else first.volume_A3
+    conditions = checks.file_conditions(paths, infos, temperature_K, volume_A3)
+    dt = checks.time_step(paths[0], first)
+    frames = []
+    for path, info in zip(paths, infos):
+        step = checks.time_step(path, info)
+        if not np.isclose(step, dt, rtol=1e-6):
+            raise InputError(f"time step {step} fs differs from {dt} fs of {paths[0]}", path)
+        frames.append(checks.frame_count(path, step, chunk))
+    max_lag, n_blocks = checks.sizes(paths, frames, dt, max_lag_fs, n_blocks, pad)
     averaged = select_series(first.series, series)
     groups = [s for s in first.series if s.startswith("group:")] if decompose else []
     names = averaged + groups
     pairs = [(k, k) for k in range(len(names))]
     cross = [(a, b) for a in range(len(averaged), len(names)) for b in range(a + 1, len(names))]
-    acc = None
-    for path, info in zip(paths, infos):
-        step = _time_step(path, info)
-        if not np.isclose(step, dt, rtol=1e-6):
-            raise InputError(f"time step {step} fs differs from {dt} fs of {paths[0]}", path)
-        total_frames = _check_time_and_count(path, step, chunk)
-        max_lag = min(int(round(max_lag_fs / dt)), total_frames - 1)
-        if acc is None:
-            acc = CorrelationAccumulator(pairs + cross, max_lag)
-        elif max_lag < acc.max_lag:
-            raise InputError(f"only {total_frames} frames: shorter than the maximum lag of the other files", path)
+    acc = CorrelationAccumulator(pairs + cross, max_lag)
+    for path, total_frames in zip(paths, frames):
         mean = _mean(path, names, chunk) if remove_mean else 0.0
         acc.start_trajectory()
         bounds = np.linspace(0, total_frames, n_blocks + 1).astype(int)
@@ -200,23 +216,27 @@ def compute_spectrum(paths: list[str], *, max_lag_fs: float = 2000.0, window_nam
                 acc.new_block()
             for _, block in read_chunks(path, names, chunk, bounds[b], bounds[b + 1]):
                 acc.add(block - mean)
-    corr = acc.correlation(biased)
-    block_corr = acc.correlation(biased, blocks=True)
-    win = window(window_name, acc.max_lag + 1)
-    omega, shapes = line_shape(corr, dt, win, pad)
-    _, block_shapes = line_shape(block_corr, dt, win, pad)
-    scale, quantity = prefactor(temperature, volume)
-    factor = scale * qcf_factor(qcf, omega, temperature) / finite_difference_response(first, omega)
+    win = window(window_name, max_lag + 1)
     n_avg = len(averaged)
-    total = shapes[:n_avg].mean(0) * factor
-    blocks = block_shapes[:, :n_avg].mean(1) * factor
+    parts = acc.correlation_parts(biased)
+    block_corr = acc.correlation(biased, blocks=True)[:, :n_avg].mean(1)
+    block_of = np.asarray(acc.block_trajectory)
+    shapes, blocks = 0.0, np.empty((len(block_of), pad * max_lag + 1))
+    for f, (info, (temperature, volume)) in enumerate(zip(infos, conditions)):  # each file its own β/V, Q, FD
+        omega, shape = line_shape(parts[f], dt, win, pad)
+        factor = (prefactor(temperature, volume)[0] * qcf_factor(qcf, omega, temperature)
+                  / finite_difference_response(info, omega))
+        shapes = shapes + shape * factor
+        blocks[block_of == f] = line_shape(block_corr[block_of == f], dt, win, pad)[1] * factor
+    quantity = prefactor(*conditions[0])[1]
+    total = shapes[:n_avg].mean(0)
     nb = len(blocks)
     error = blocks.std(0, ddof=1) / np.sqrt(nb) if nb > 1 else np.full_like(total, np.nan)
     components = {}
     for k, g in enumerate(groups):
-        components[f"{g}"] = shapes[n_avg + k] * factor
+        components[f"{g}"] = shapes[n_avg + k]
     for c, (a, b) in enumerate(cross):
-        components[f"{names[a]}|{names[b]}"] = shapes[len(pairs) + c] * factor
+        components[f"{names[a]}|{names[b]}"] = shapes[len(pairs) + c]
     return Spectrum(units.omega_to_wavenumber(omega), total, error, quantity, components, nb)
 
 
@@ -229,33 +249,6 @@ def finite_difference_response(info, omega_rad_per_fs: np.ndarray) -> np.ndarray
     if info.extra.get("velocity_source") != "central-difference" or h is None:
         return np.ones_like(omega_rad_per_fs)
     return np.maximum(np.sinc(omega_rad_per_fs * float(h) / np.pi) ** 2, 0.05)
-
-
-def _time_step(path: str, info) -> float:
-    if info.dt_fs is not None:
-        return float(info.dt_fs)
-    for t, _ in read_chunks(path, chunk=2, stop=2):
-        if len(t) < 2:
-            raise InputError("fewer than 2 frames: no time step", path)
-        return float(t[1] - t[0])
-    raise InputError("no frames", path)
-
-
-def _check_time_and_count(path: str, dt: float, chunk: int) -> int:
-    """Uniform spacing check; returns the frame count. A gap or changed step names the frame."""
-    count, last = 0, None
-    for t in read_time_chunks(path, chunk=chunk):
-        steps = np.diff(np.concatenate([[last], t]) if last is not None else t)
-        bad = np.flatnonzero(~np.isclose(steps, dt, rtol=1e-6, atol=1e-9 * max(abs(dt), 1.0)))
-        if len(bad):
-            frame = count + int(bad[0]) + (0 if last is not None else 1)
-            raise InputError(f"non-uniform time: step {steps[bad[0]]:.6g} fs instead of {dt:.6g} fs "
-                             f"(spectra need a uniform time step)", path, frame)
-        count += len(t)
-        last = t[-1]
-    if count < 2:
-        raise InputError(f"{count} frame(s): need at least 2 for a correlation", path)
-    return count
 
 
 def _mean(path: str, names: list[str], chunk: int) -> np.ndarray:

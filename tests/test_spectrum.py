@@ -48,6 +48,21 @@ def test_streamed_correlation_equals_direct_sum(biased):
     assert acc.correlation(biased, blocks=True).shape == (3, 3, 41)
 
 
+@pytest.mark.parametrize("biased", [False, True])
+def test_correlation_parts_add_up_per_trajectory(biased):
+    rng = np.random.default_rng(14)
+    acc = CorrelationAccumulator([(0, 0)], max_lag=10)
+    for n in (50, 80, 30):
+        acc.start_trajectory()
+        x = rng.normal(size=(n, 1, 3))
+        acc.add(x[:n // 2])
+        acc.new_block()
+        acc.add(x[n // 2:])
+    parts = acc.correlation_parts(biased)
+    assert parts.shape == (3, 1, 11) and acc.block_trajectory == [0, 0, 1, 1, 2, 2]
+    np.testing.assert_allclose(parts.sum(0), acc.correlation(biased), rtol=1e-12)
+
+
 def test_window_shapes():
     for name in ("hann", "hamming", "blackman", "gaussian", "none"):
         w = window(name, 50)
@@ -216,3 +231,160 @@ def test_bad_stream_input(tmp_path):
         compute_spectrum([str(tmp_path / "shape.h5")])
     with pytest.raises(InputError, match="temperature"):
         compute_spectrum([write(tmp_path / "not.h5", x, temperature_K=None)], max_lag_fs=5)
+
+
+@pytest.mark.parametrize("qcf", ["harmonic", "standard"])
+@pytest.mark.parametrize("biased, lengths", [(True, (2000, 3000)), (False, (2500, 2500))])
+def test_files_at_different_volume_and_temperature(tmp_path, qcf, biased, lengths):
+    """Each file keeps its own β/V (and QCF, finite-difference response): order-independent pair-count average.
+
+    Biased, the pair-count weight of file f is N_f/ΣN at every lag; unbiased with equal lengths it is 1/2.
+    """
+    rng = np.random.default_rng(8)
+    a, b = rng.normal(size=(lengths[0], 1, 3)), 3 * rng.normal(size=(lengths[1], 1, 3))
+    pa = write(tmp_path / "a.h5", a, temperature_K=300.0, volume_A3=1000.0)
+    pb = write(tmp_path / "b.h5", b, temperature_K=600.0, volume_A3=8000.0, velocity_source="central-difference",
+               fd_step_fs=0.5)
+    kw = dict(max_lag_fs=20, n_blocks=2, biased=biased, qcf=qcf)
+    ab, ba = compute_spectrum([pa, pb], **kw), compute_spectrum([pb, pa], **kw)
+    one_a, one_b = compute_spectrum([pa], **kw), compute_spectrum([pb], **kw)
+    wa, wb = lengths[0] / sum(lengths), lengths[1] / sum(lengths)
+    expected = wa * one_a.total + wb * one_b.total
+    scale = np.abs(expected).max()
+    np.testing.assert_allclose(ab.total, expected, rtol=1e-9, atol=1e-12 * scale)
+    np.testing.assert_allclose(ba.total, expected, rtol=1e-9, atol=1e-12 * scale)
+    assert ab.integral() == pytest.approx(ba.integral(), rel=1e-12)
+    assert ab.integral() == pytest.approx(wa * one_a.integral() + wb * one_b.integral(), rel=1e-9)
+    assert ab.n_blocks == 4 and np.isfinite(ab.error).all()
+    np.testing.assert_allclose(ab.error, ba.error, rtol=1e-9, atol=1e-12 * scale)
+    # an explicit temperature and volume override every file's
+    same = compute_spectrum([write(tmp_path / "a1.h5", a, temperature_K=450.0, volume_A3=2000.0),
+                             write(tmp_path / "b1.h5", b, temperature_K=450.0, volume_A3=2000.0,
+                                   velocity_source="central-difference", fd_step_fs=0.5)], **kw)
+    forced = compute_spectrum([pb, pa], temperature_K=450.0, volume_A3=2000.0, **kw)
+    np.testing.assert_allclose(forced.total, same.total, rtol=1e-9, atol=1e-12 * np.abs(same.total).max())
+
+
+def test_files_with_and_without_volume_are_refused(tmp_path):
+    x = np.random.default_rng(9).normal(size=(200, 1, 3))
+    pv, pn = write(tmp_path / "periodic.h5", x), write(tmp_path / "cluster.h5", x, volume_A3=None)
+    for order in ([pv, pn], [pn, pv]):
+        with pytest.raises(InputError, match="no volume_A3") as err:
+            compute_spectrum(order, max_lag_fs=5)
+        assert "periodic.h5" in str(err.value) and "cluster.h5" in str(err.value)
+    assert compute_spectrum([pv, pn], max_lag_fs=5, volume_A3=500.0).quantity == "alpha_n_cm-1"
+
+
+def test_file_lengths_cap_the_lag_whatever_the_order(tmp_path):
+    rng = np.random.default_rng(10)
+    pa = write(tmp_path / "a.h5", rng.normal(size=(30, 1, 3)))
+    pb = write(tmp_path / "b.h5", rng.normal(size=(300, 1, 3)))
+    ab = compute_spectrum([pa, pb], max_lag_fs=50, n_blocks=2)
+    ba = compute_spectrum([pb, pa], max_lag_fs=50, n_blocks=2)
+    capped = compute_spectrum([pb, pa], max_lag_fs=29 * 0.5, n_blocks=2)  # 30 frames: 29 lags of 0.5 fs
+    for spec in (ba, capped):
+        np.testing.assert_allclose(spec.total, ab.total, rtol=1e-9, atol=1e-12 * np.abs(ab.total).max())
+
+
+# (id, changes to the stream file, CLI arguments, compute_spectrum keywords (None: CLI only), message pattern)
+BAD_INPUTS = [
+    ("temperature-zero", {}, ["--temperature", "0"], {"temperature_K": 0.0}, "temperature"),
+    ("temperature-negative", {}, ["--temperature", "-5"], {"temperature_K": -5.0}, "temperature"),
+    ("temperature-nan", {}, ["--temperature", "nan"], {"temperature_K": np.nan}, "temperature"),
+    ("temperature-inf", {}, ["--temperature", "inf"], {"temperature_K": np.inf}, "temperature"),
+    ("file-temperature-zero", {"temperature_K": 0.0}, [], {}, "temperature_K"),
+    ("file-temperature-nan", {"temperature_K": np.nan}, [], {}, "temperature_K"),
+    ("file-temperature-inf", {"temperature_K": np.inf}, [], {}, "temperature_K"),
+    ("file-temperature-negative", {"temperature_K": -300.0}, [], {}, "temperature_K"),
+    ("volume-zero", {}, ["--volume", "0"], {"volume_A3": 0.0}, "volume"),
+    ("volume-negative", {}, ["--volume", "-1e3"], {"volume_A3": -1e3}, "volume"),
+    ("volume-nan", {}, ["--volume", "nan"], {"volume_A3": np.nan}, "volume"),
+    ("volume-inf", {}, ["--volume", "inf"], {"volume_A3": np.inf}, "volume"),
+    ("file-volume-zero", {"volume_A3": 0.0}, [], {}, "volume_A3"),
+    ("file-volume-negative", {"volume_A3": -1.0}, [], {}, "volume_A3"),
+    ("file-volume-nan", {"volume_A3": np.nan}, [], {}, "volume_A3"),
+    ("file-volume-inf", {"volume_A3": np.inf}, [], {}, "volume_A3"),
+    ("blocks-zero", {}, ["--blocks", "0"], {"n_blocks": 0}, "blocks"),
+    ("blocks-negative", {}, ["--blocks", "-3"], {"n_blocks": -3}, "blocks"),
+    ("blocks-too-many", {}, ["--blocks", "101"], {"n_blocks": 101}, "at least 2 frames"),
+    ("max-lag-zero", {}, ["--max-lag", "0"], {"max_lag_fs": 0.0}, "maximum lag"),
+    ("max-lag-negative", {}, ["--max-lag", "-10"], {"max_lag_fs": -10.0}, "maximum lag"),
+    ("max-lag-nan", {}, ["--max-lag", "nan"], {"max_lag_fs": np.nan}, "maximum lag"),
+    ("max-lag-inf", {}, ["--max-lag", "inf"], {"max_lag_fs": np.inf}, "maximum lag"),
+    ("max-lag-below-step", {}, ["--max-lag", "0.1"], {"max_lag_fs": 0.1}, "shorter than one time step"),
+    ("pad-zero", {}, ["--pad", "0"], {"pad": 0}, "pad"),
+    ("pad-negative", {}, ["--pad", "-2"], {"pad": -2}, "pad"),
+    ("pad-huge", {}, ["--pad", "1000000000"], {"pad": 10**9}, "pad"),
+    ("pad-grid-too-large", {}, ["--pad", "100000", "--max-lag", "20"], {"pad": 100000, "max_lag_fs": 20.0},
+     "padded grid"),
+    ("file-dt-zero", {"dt_fs": 0.0, "step": 0.0}, [], {}, "dt_fs attribute"),
+    ("file-dt-negative", {"dt_fs": -0.5, "step": -0.5}, [], {}, "dt_fs attribute"),
+    ("file-dt-nan", {"dt_fs": np.nan}, [], {}, "dt_fs attribute"),
+    ("file-dt-inf", {"dt_fs": np.inf}, [], {}, "dt_fs attribute"),
+    ("time-column-decreasing", {"dt_fs": None, "step": -0.5}, [], {}, "'time' column"),
+    ("time-column-constant", {"dt_fs": None, "step": 0.0}, [], {}, "'time' column"),
+    ("max-wavenumber-zero", {}, ["--max-wavenumber", "0"], None, "wavenumber"),
+    ("max-wavenumber-negative", {}, ["--max-wavenumber", "-1"], None, "wavenumber"),
+    ("max-wavenumber-nan", {}, ["--max-wavenumber", "nan"], None, "wavenumber"),
+    ("mixed-volume", {"second": {"volume_A3": None}}, [], {}, "no volume_A3"),
+    ("file-fd-step-nan", {"velocity_source": "central-difference", "fd_step_fs": np.nan}, [], {}, "fd_step_fs"),
+]
+
+
+def bad_streams(tmp_path, changes) -> list[str]:
+    """A 200-frame stream (dt 0.5 fs, 300 K, 1000 Å³) with ``changes``; 'second' adds another file."""
+    changes = dict(changes)
+    second = changes.pop("second", None)
+    step = changes.pop("step", 0.5)
+    attrs = dict(dt_fs=0.5, temperature_K=300.0, volume_A3=1000.0) | changes
+    x = np.random.default_rng(11).normal(size=(200, 1, 3))
+    paths = [str(tmp_path / "bad.h5")]
+    with StreamWriter(paths[0], ["total"], **attrs) as w:
+        w.append(step * np.arange(len(x)), x)
+    if second is not None:
+        paths.append(write(tmp_path / "other.h5", x, **second))
+    return paths
+
+
+@pytest.mark.parametrize("changes, args, kwargs, pattern", [c[1:] for c in BAD_INPUTS], ids=[c[0] for c in BAD_INPUTS])
+def test_bad_spectrum_input_cli(tmp_path, changes, args, kwargs, pattern):
+    from click.testing import CliRunner
+
+    from aptnn.cli import main
+
+    paths = bad_streams(tmp_path, changes)
+    out = str(tmp_path / "spectrum.csv")
+    result = CliRunner().invoke(main, ["spectrum", *paths, "-o", out, "--max-lag", "5", *args])
+    assert result.exit_code == 2, (result.output, result.exception)
+    assert "Traceback" not in result.stderr and "Traceback" not in result.output
+    errors = [line for line in result.stderr.splitlines() if line.startswith(("aptnn: error:", "Error:"))]
+    assert len(errors) == 1, result.stderr
+    assert pattern in errors[0], errors[0]
+    assert not (tmp_path / "spectrum.csv").exists()
+
+
+@pytest.mark.parametrize("changes, kwargs, pattern", [(c[1], c[3], c[4]) for c in BAD_INPUTS if c[3] is not None],
+                         ids=[c[0] for c in BAD_INPUTS if c[3] is not None])
+def test_bad_spectrum_input_python(tmp_path, changes, kwargs, pattern):
+    paths = bad_streams(tmp_path, changes)
+    with pytest.raises(InputError, match=pattern):
+        compute_spectrum(paths, **({"max_lag_fs": 5.0} | kwargs))
+
+
+def test_bad_plot_limit(tmp_path):
+    spec = compute_spectrum([write(tmp_path / "p.h5", np.random.default_rng(12).normal(size=(100, 1, 3)))],
+                            max_lag_fs=5)
+    for bad in (0.0, -1.0, np.nan):
+        with pytest.raises(InputError, match="wavenumber"):
+            spec.plot(tmp_path / "p.png", max_wavenumber=bad)
+
+
+def test_default_blocks_fit_short_files(tmp_path):
+    """Default 8 blocks per file, fewer (frames // 2 of the shortest file) for short files; explicit is strict."""
+    rng = np.random.default_rng(13)
+    pa, pb = write(tmp_path / "a.h5", rng.normal(size=(6, 1, 3))), write(tmp_path / "b.h5", rng.normal(size=(9, 1, 3)))
+    spec = compute_spectrum([pa, pb], max_lag_fs=1.0)
+    assert spec.n_blocks == 6 and np.isfinite(spec.total).all() and np.isfinite(spec.error).all()
+    assert compute_spectrum([write(tmp_path / "c.h5", rng.normal(size=(40, 1, 3)))], max_lag_fs=2).n_blocks == 8
+    with pytest.raises(InputError, match="a.h5: 4 blocks .* use at most 3 blocks"):
+        compute_spectrum([pa, pb], max_lag_fs=1.0, n_blocks=4)
