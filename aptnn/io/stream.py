@@ -282,6 +282,9 @@ class StreamWriter:
 
     def _open_existing(self, dt_fs, source, model):
         info = read_info(self.path)
+        if model is not None and info.model is None:
+            raise OutputError("cannot resume: the file records no model (written by another program?); use "
+                              "overwrite, or another output", self.path)
         if model is not None and model_digest(info.model) != model_digest(model):
             raise OutputError(f"cannot resume: file was written with model {info.model!r}, not {model!r} "
                               "(use overwrite, or another output)", self.path)
