@@ -198,3 +198,11 @@ def test_sharded_runs_never_mix_models(tmp_path):
     with pytest.raises(InputError, match="parts of different models cannot be merged"):
         merge_streams([part, tmp_path / "b.h5"], tmp_path / "m.h5")
     assert not (tmp_path / "m.h5").exists()
+
+
+def test_velocities_in_the_wrong_unit_are_an_error_not_a_millikelvin_stream(dump, tmp_path):
+    """A real-units dump read as metal: velocities 1000× too slow, a kinetic temperature of ~3e-4 K."""
+    out = tmp_path / "metal.h5"
+    res = CliRunner().invoke(post, [str(dump), "--units", "metal", "--timestep", "0.0005", "-o", str(out), "--quiet"])
+    assert res.exit_code == 2 and "kinetic temperature of the first frame is" in res.output
+    assert "velocity units" in res.output and not out.exists()
