@@ -94,8 +94,8 @@ def with_velocities(source: FrameSource, frames: Iterator[MDFrame], warn: bool =
         yield from frames
         return
     if warn:
-        warnings.warn(f"{source.path}: no velocities in the file; using central differences of positions, which "
-                      "need every MD step and attenuate high frequencies by sinc(ωΔt) (corrected in the spectrum)",
+        warnings.warn(f"{source.path}: no velocities in the file; using central differences of positions (every "
+                      "MD step needed; for velocity Verlet they equal the integrator's velocities exactly)",
                       stacklevel=2)
     prev, cur = first, next(frames, None)
     if cur is None:
@@ -143,6 +143,8 @@ def run(sources: list[FrameSource], model: str, output: str, settings: PostSetti
     # ring-polymer beads move at P times the physical temperature: divide by P
     kinetic = float(np.mean([kinetic_temperature(f) for f in firsts])) / len(sources)
     temperature = check_temperature(kinetic, settings.temperature_K, sources[0].path)
+    # the spectrum uses --temperature, else the mean kinetic temperature of all frames written
+    temperature_source = "given" if settings.temperature_K is not None else "kinetic-mean"
     steps = _lockstep(sources, [itertools.chain([f], s) for f, s in zip(firsts, streams)])
     selected = itertools.islice(steps, 0, None, settings.stride)
     if len(sources) == 1:
@@ -155,8 +157,8 @@ def run(sources: list[FrameSource], model: str, output: str, settings: PostSetti
             [f.atoms for f in b], [f.velocities for f in b], estimator, sources[0].path, idx + j)
             for j, b in enumerate(batch)])
         label = f"velocity/{estimator}"
-    return _stream(selected, sources, series, compute, label, model, output, settings, temperature, len(symbols),
-                   start // settings.stride)
+    return _stream(selected, sources, series, compute, label, model, output, settings,
+                   (temperature, temperature_source), len(symbols), start // settings.stride)
 
 
 def check_temperature(kinetic: float, given: float | None, path: str) -> float:
@@ -245,12 +247,13 @@ def _open_writer(output, series, label, model, sources, buffer, dt, temperature,
     fd_step = getattr(sources[0], "finite_difference_step_fs", None)
     extra = {"velocity_source": "file"} if fd_step is None else {"velocity_source": "central-difference",
                                                                   "fd_step_fs": fd_step}
+    temperature, extra["temperature_source"] = temperature
     if len(sources) > 1:
         extra["nbeads"] = len(sources)
     return StreamWriter(output, series, dt_fs=dt, temperature_K=temperature, volume_A3=volume, natoms=natoms,
                         estimator=label, model=model_fingerprint(model), source=sources[0].path,
                         resume=not settings.overwrite, overwrite=settings.overwrite, stride=settings.stride,
-                        checks=CHECK_SIZE, **extra)
+                        checks=CHECK_SIZE, kinetic=True, **extra)
 
 
 def _flush(writer, compute, buffer, stored: int, index: int, bar, batch_size: int, path: str, start: int) -> None:
@@ -274,7 +277,9 @@ def _flush(writer, compute, buffer, stored: int, index: int, bar, batch_size: in
         if not np.isfinite(rows).all():
             bad = int(np.argmax(~np.isfinite(rows).reshape(len(part), -1).all(axis=1)))
             raise InputError("dM/dt is not finite (NaN/inf velocities or APTs)", path, first_index + k + bad)
-        writer.append([b[0].time for b in part], rows, check=[frame_check(b[0].atoms.positions) for b in part])
+        kinetic = [np.mean([kinetic_temperature(f) for f in b]) / len(b) for b in part]
+        writer.append([b[0].time for b in part], rows, check=[frame_check(b[0].atoms.positions) for b in part],
+                      kinetic_K=kinetic)
 
 
 def _verify(writer, pos: int, frame: MDFrame, path: str, index: int) -> None:

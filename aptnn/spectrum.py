@@ -222,10 +222,9 @@ def compute_spectrum(paths: list[str], *, max_lag_fs: float = 2000.0, window_nam
     block_corr = acc.correlation(biased, blocks=True)[:, :n_avg].mean(1)
     block_of = np.asarray(acc.block_trajectory)
     shapes, blocks = 0.0, np.empty((len(block_of), pad * max_lag + 1))
-    for f, (info, (temperature, volume)) in enumerate(zip(infos, conditions)):  # each file its own β/V, Q, FD
+    for f, (info, (temperature, volume)) in enumerate(zip(infos, conditions)):  # each file its own β/V and Q
         omega, shape = line_shape(parts[f], dt, win, pad)
-        factor = (prefactor(temperature, volume)[0] * qcf_factor(qcf, omega, temperature)
-                  / finite_difference_response(info, omega))
+        factor = prefactor(temperature, volume)[0] * qcf_factor(qcf, omega, temperature)
         shapes = shapes + shape * factor
         blocks[block_of == f] = line_shape(block_corr[block_of == f], dt, win, pad)[1] * factor
     quantity = prefactor(*conditions[0])[1]
@@ -238,17 +237,6 @@ def compute_spectrum(paths: list[str], *, max_lag_fs: float = 2000.0, window_nam
     for c, (a, b) in enumerate(cross):
         components[f"{names[a]}|{names[b]}"] = shapes[len(pairs) + c]
     return Spectrum(units.omega_to_wavenumber(omega), total, error, quantity, components, nb)
-
-
-def finite_difference_response(info, omega_rad_per_fs: np.ndarray) -> np.ndarray:
-    """sinc²(ωh) power response of central-difference velocities (step h in fs), 1 for velocities from the file.
-
-    The spectrum is divided by it; where it falls below 0.05 (near ω = π/h) it is held at 0.05.
-    """
-    h = info.extra.get("fd_step_fs")
-    if info.extra.get("velocity_source") != "central-difference" or h is None:
-        return np.ones_like(omega_rad_per_fs)
-    return np.maximum(np.sinc(omega_rad_per_fs * float(h) / np.pi) ** 2, 0.05)
 
 
 def _mean(path: str, names: list[str], chunk: int) -> np.ndarray:

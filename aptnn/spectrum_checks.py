@@ -65,8 +65,7 @@ def file_conditions(paths: list[str], infos, temperature_K: float | None,
                     volume_A3: float | None) -> list[tuple[float, float | None]]:
     """(temperature [K], volume [Å³] or None) of each file; explicit values (already checked) override all files.
 
-    A missing or non-finite/non-positive temperature_K or volume_A3 attribute (or fd_step_fs of central-difference
-    velocities) is an error naming the file; so is
+    A missing or non-finite/non-positive temperature_K or volume_A3 attribute is an error naming the file; so is
     mixing files with a volume (α n in cm⁻¹) and files without one (open boundaries, cross-section in cm²).
     """
     out = []
@@ -82,8 +81,6 @@ def file_conditions(paths: list[str], infos, temperature_K: float | None,
         else:
             vol = None if info.volume_A3 is None else positive_number(info.volume_A3, "volume_A3 attribute", "Å³",
                                                                       path)
-        if info.extra.get("velocity_source") == "central-difference" and info.extra.get("fd_step_fs") is not None:
-            positive_number(info.extra["fd_step_fs"], "finite-difference step (fd_step_fs attribute)", "fs", path)
         out.append((temp, vol))
     with_v = [p for p, (_, v) in zip(paths, out) if v is not None]
     without = [p for p, (_, v) in zip(paths, out) if v is None]

@@ -277,3 +277,47 @@ def test_h5md_with_an_unknown_unit_names_file_and_dataset(tmp_path):
         g["species"] = np.array([8, 1, 1])
     with pytest.raises(InputError, match=r"bad.h5: /particles/all/position/value: unknown length unit 'furlong'"):
         list(open_trajectory(str(path), timestep=0.5))
+
+
+def test_positions_only_and_velocity_dumps_of_one_run_give_one_spectrum(lammps_water, tmp_path):
+    """Central differences of a velocity-Verlet run are its velocities: no sinc² correction, stretch within 1 %."""
+    from aptnn.spectrum import compute_spectrum
+
+    steps, elements, pos, vel = parse_dump(lammps_water)
+    with_v, without_v = [], []
+    for k in range(len(pos)):
+        a = Atoms(elements, positions=pos[k], cell=np.eye(3) * 9.865355, pbc=True, info={"time": 0.5 * k})
+        without_v.append(a.copy())
+        if 0 < k < len(pos) - 1:  # the frames central differences can serve
+            a.arrays["velocities"] = vel[k]
+            with_v.append(a)
+    ase.io.write(tmp_path / "v.extxyz", with_v)
+    ase.io.write(tmp_path / "x.extxyz", without_v)
+    settings = PostSettings(progress=False, temperature_K=300.0)
+    out_v = run([open_trajectory(str(tmp_path / "v.extxyz"))], MODEL, str(tmp_path / "v.h5"), settings)
+    with pytest.warns(UserWarning, match="central differences"):
+        out_x = run([open_trajectory(str(tmp_path / "x.extxyz"))], MODEL, str(tmp_path / "x.h5"), settings)
+    sv, sx = (compute_spectrum([p], max_lag_fs=25.0) for p in (out_v, out_x))
+    band = (sv.wavenumber > 2800) & (sv.wavenumber < 4000)
+    stretch_v = np.trapezoid(sv.total[band], sv.wavenumber[band])
+    stretch_x = np.trapezoid(sx.total[band], sx.wavenumber[band])
+    assert stretch_x == pytest.approx(stretch_v, rel=0.01)
+    assert sx.integral() == pytest.approx(sv.integral(), rel=0.01)
+
+
+def test_stored_temperature_is_the_mean_over_the_run(lammps_water, tmp_path):
+    from ase.data import atomic_masses, atomic_numbers
+    from scipy import constants as si
+
+    steps, elements, pos, vel = parse_dump(lammps_water)
+    m = np.array([atomic_masses[atomic_numbers[e]] for e in elements]) * si.atomic_mass
+    per_frame = (m[None, :, None] * (vel * 1e5) ** 2).sum(axis=(1, 2)) / (3 * len(m) * si.k)
+    out = run([open_trajectory(str(lammps_water), timestep=0.5)], MODEL, str(tmp_path / "t.h5"),
+              PostSettings(progress=False))
+    info = read_info(out)
+    assert info.extra["temperature_source"] == "kinetic-mean"
+    assert info.temperature_K == pytest.approx(per_frame.mean(), rel=1e-4)
+    assert abs(per_frame[0] - per_frame.mean()) > 1e-3 * per_frame.mean()  # the first frame alone would differ
+    given = run([open_trajectory(str(lammps_water), timestep=0.5)], MODEL, str(tmp_path / "g.h5"),
+                PostSettings(progress=False, temperature_K=310.0))
+    assert read_info(given).temperature_K == 310.0 and read_info(given).extra["temperature_source"] == "given"

@@ -327,7 +327,6 @@ BAD_INPUTS = [
     ("max-wavenumber-negative", {}, ["--max-wavenumber", "-1"], None, "wavenumber"),
     ("max-wavenumber-nan", {}, ["--max-wavenumber", "nan"], None, "wavenumber"),
     ("mixed-volume", {"second": {"volume_A3": None}}, [], {}, "no volume_A3"),
-    ("file-fd-step-nan", {"velocity_source": "central-difference", "fd_step_fs": np.nan}, [], {}, "fd_step_fs"),
 ]
 
 

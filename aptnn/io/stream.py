@@ -86,6 +86,10 @@ def read_info(path: str | os.PathLike) -> StreamInfo:
         info.extra = {k: v for k, v in attrs.items() if k not in ROOT_ATTRS}
         if len(info.series) != f["dMdt"].shape[1]:
             raise InputError(f"{len(info.series)} series names for {f['dMdt'].shape[1]} series in 'dMdt'", path)
+        if attrs.get("temperature_source") == "kinetic-mean" and "kinetic_temperature" in f:
+            n = complete_frames(f)
+            if n:  # the mean over the whole run, not the first frame's value
+                info.temperature_K = float(np.mean(f["kinetic_temperature"][:n]))
     return info
 
 
@@ -113,8 +117,9 @@ def complete_frames(f: h5py.File) -> int:
     """Frames that both ``dMdt`` and ``time`` (and ``check``) hold, and that a flush confirmed on disk
     (dataset ``flushed``, written by aptnn after each successful flush; absent in other programs' files)."""
     n = min(f["dMdt"].shape[0], f["time"].shape[0])
-    if "check" in f:
-        n = min(n, f["check"].shape[0])
+    for name in ("check", "kinetic_temperature"):
+        if name in f:
+            n = min(n, f[name].shape[0])
     if "flushed" in f:
         n = min(n, int(f["flushed"][0]))
     return int(n)
@@ -219,13 +224,14 @@ class StreamWriter:
                  temperature_K: float | None = None, volume_A3: float | None = None, natoms: int | None = None,
                  estimator: str | None = None, model: str | None = None, source: str | None = None,
                  resume: bool = False, overwrite: bool = False, flush_every: float | None = None, chunk: int = 4096,
-                 state: dict[str, tuple[int, ...]] | None = None, checks: int = 0, **extra):
+                 state: dict[str, tuple[int, ...]] | None = None, checks: int = 0, kinetic: bool = False,
+                 **extra):
         self.path = str(path)
         self.series = list(series)
         if flush_every is None:  # seconds; APTNN_FLUSH_SECONDS overrides the default of 5
             flush_every = float(os.environ.get("APTNN_FLUSH_SECONDS", 5.0))
         self.flush_every = flush_every
-        self.checks = checks
+        self.checks, self.kinetic = checks, kinetic
         self.file = None
         self._broken = False
         self._full = False   # the file system ran low: stopped, and only closing is left
@@ -261,6 +267,10 @@ class StreamWriter:
                                  chunks=(chunk, self.checks))
             c.attrs["units"] = units.LENGTH
             c.attrs["meaning"] = "input fingerprint of each row (projections of the positions)"
+        if self.kinetic:
+            k = f.create_dataset("kinetic_temperature", shape=(0,), maxshape=(None,), dtype="f8", chunks=(chunk,))
+            k.attrs["units"] = "K"
+            k.attrs["meaning"] = "equipartition temperature of each frame's velocities (beads: divided by P)"
         f.create_dataset("series", data=np.array(self.series, dtype=h5py.string_dtype()))
         for name, shape in (state or {}).items():  # producer state for restarts, overwritten in place
             f.create_dataset(f"state/{name}", shape=shape, dtype="f8", fillvalue=np.nan)
@@ -279,6 +289,7 @@ class StreamWriter:
         self.file, self.n_frames, self._flushed_n = f, n, n
         self._dmdt, self._time, self._flushed = f["dMdt"], f["time"], f.get("flushed")
         self._check = f.get("check")
+        self._kinetic = f.get("kinetic_temperature")
 
     def _open_existing(self, dt_fs, source, model):
         info = read_info(self.path)
@@ -324,7 +335,7 @@ class StreamWriter:
             self.flush()
 
     def _resize(self, n: int) -> None:
-        for d in (self._dmdt, self._time, self._check):
+        for d in (self._dmdt, self._time, self._check, self._kinetic):
             if d is not None:
                 d.resize(n, axis=0)
 
@@ -365,8 +376,9 @@ class StreamWriter:
                               f"{MIN_FREE_BYTES / 2**20:.0f} MiB); the file keeps {self._flushed_n} frame(s) and a "
                               "rerun continues it once there is space", self.path)
 
-    def append(self, time_fs, dmdt, check=None) -> None:
-        """Append frames: ``time_fs`` (n,) in fs, ``dmdt`` (n, n_series, 3) in e·Å/fs, ``check`` (n, K) Å."""
+    def append(self, time_fs, dmdt, check=None, kinetic_K=None) -> None:
+        """Append frames: ``time_fs`` (n,) in fs, ``dmdt`` (n, n_series, 3) in e·Å/fs, ``check`` (n, K) Å,
+        ``kinetic_K`` (n,) K (streams made with ``kinetic=True``)."""
         time_fs = np.atleast_1d(np.asarray(time_fs, dtype=np.float64))
         dmdt = np.asarray(dmdt, dtype=np.float64).reshape(len(time_fs), len(self.series), 3)
         if self.checks:
@@ -380,6 +392,8 @@ class StreamWriter:
             self._time[n0:n1] = time_fs
             if self.checks:
                 self._check[n0:n1] = check
+            if self._kinetic is not None:
+                self._kinetic[n0:n1] = np.full(len(time_fs), np.nan) if kinetic_K is None else kinetic_K
         self.n_frames = n1
         if _time.monotonic() - self._last_flush >= self.flush_every:
             self.flush()

@@ -14,7 +14,7 @@ from aptnn.errors import InputError
 from aptnn.io.lock import OutputLock
 from aptnn.io.stream import model_digest, complete_frames, n_frames, read_info
 
-FRAME_DATASETS = ("dMdt", "time", "check")   # datasets with one row per frame; the rest is copied as is
+FRAME_DATASETS = ("dMdt", "time", "check", "kinetic_temperature")   # datasets with one row per frame; the rest is copied as is
 
 
 def _copy_layout(src: h5py.File, dst: h5py.File, total: int) -> None:
