@@ -107,6 +107,10 @@ def with_velocities(source: FrameSource, frames: Iterator[MDFrame], warn: bool =
         if not np.isclose(cur.time - prev.time, step, rtol=1e-6):
             raise InputError("frames are not consecutive with a constant step: finite differences impossible",
                              source.path, k)
+        if None not in (prev.step, cur.step) and cur.step - prev.step != 1:
+            raise InputError(f"frames are {cur.step - prev.step} MD steps apart (steps {prev.step}, {cur.step}): "
+                             "central differences need every step (they would alias the O–H stretch); write "
+                             "velocities into the trajectory, or every step", source.path, k)
         source.finite_difference_step_fs = step
         disp = nxt.atoms.positions - prev.atoms.positions
         if cur.atoms.pbc.any():

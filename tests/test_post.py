@@ -321,3 +321,20 @@ def test_stored_temperature_is_the_mean_over_the_run(lammps_water, tmp_path):
     given = run([open_trajectory(str(lammps_water), timestep=0.5)], MODEL, str(tmp_path / "g.h5"),
                 PostSettings(progress=False, temperature_K=310.0))
     assert read_info(given).temperature_K == 310.0 and read_info(given).extra["temperature_source"] == "given"
+
+
+def test_positions_every_tenth_step_are_refused_for_finite_differences(tmp_path):
+    """A dump written every 10 steps without velocities would alias the stretch (3628 → 3016 cm⁻¹)."""
+    dump = run_water(tmp_path / "md", n_molecules=8, steps=60, equilibrate=20, dump_every=10)
+    steps, elements, pos, _ = parse_dump(dump)
+    assert np.all(np.diff(steps) == 10)
+    text = []
+    for step, p in zip(steps, pos):  # the same frames, positions only
+        text += ["ITEM: TIMESTEP", str(step), "ITEM: NUMBER OF ATOMS", str(len(p)),
+                 "ITEM: BOX BOUNDS pp pp pp"] + ["0 6.21" for _ in range(3)] + ["ITEM: ATOMS id element xu yu zu"]
+        text += [f"{i + 1} {e} {x:.6f} {y:.6f} {z:.6f}" for i, (e, (x, y, z)) in enumerate(zip(elements, p))]
+    (tmp_path / "pos.lammpstrj").write_text("\n".join(text) + "\n")
+    res = CliRunner().invoke(post, [str(tmp_path / "pos.lammpstrj"), "--timestep", "0.5", "--temperature", "300",
+                                    "-o", str(tmp_path / "p.h5"), "--quiet"])
+    assert res.exit_code == 2 and "frames are 10 MD steps apart" in res.output, res.output
+    assert not (tmp_path / "p.h5").exists()
