@@ -6,8 +6,8 @@ class APTNNError(Exception):
     """Base class for every error aptnn raises on purpose."""
 
 
-class InputError(APTNNError, ValueError):
-    """A file or frame that cannot be used; the message names the file, the frame and the problem."""
+class LocatedError(APTNNError, ValueError):
+    """An error about a file (and a frame of it): the message names the file, the frame and the problem."""
 
     def __init__(self, problem: str, source: str | None = None, frame: int | None = None):
         where = []
@@ -21,8 +21,13 @@ class InputError(APTNNError, ValueError):
         super().__init__(f"{', '.join(where)}: {problem}" if where else problem)
 
 
-class OutputError(InputError):
-    """An output that cannot be written (disk full, quota, another writer holds it); names the file."""
+class InputError(LocatedError):
+    """A file or frame that cannot be used; the message names the file, the frame and the problem."""
+
+
+class OutputError(LocatedError):
+    """An output that cannot be written or continued (disk full, quota, another writer holds it, a resume that
+    would mix data); names the file."""
 
 
 class CheckpointError(APTNNError, ValueError):

@@ -7,8 +7,20 @@ import numpy as np
 from ase import Atoms
 from ase.data import chemical_symbols
 
-from aptnn.frames import get_apt
+from aptnn.errors import InputError
+from aptnn.frames import APT_KEY, get_apt
 from aptnn.model.tensor import IRREP_SLICES, change_of_basis
+
+
+def check_labelled(frames: list[Atoms], source: str) -> int:
+    """Number of labelled atoms (finite ``apt`` rows, e) in ``frames``; an :class:`InputError` naming
+    ``source`` when there is none (no ``apt`` array, or only NaN)."""
+    n = sum(int(get_apt(atoms)[1].sum()) for atoms in frames)
+    if n == 0:
+        has = any(APT_KEY in atoms.arrays for atoms in frames)
+        raise InputError(f"no APT labels to evaluate against ({'every' if has else 'no'} per-atom '{APT_KEY}' "
+                         f"{'row is NaN' if has else 'array'}: 9 numbers per atom, e)", source)
+    return n
 
 
 def metrics(references: list[Atoms], predictions: list[np.ndarray]) -> dict:
@@ -25,7 +37,7 @@ def metrics(references: list[Atoms], predictions: list[np.ndarray]) -> dict:
         numbers.append(atoms.numbers[mask])
     ref, pred, numbers = np.concatenate(ref), np.concatenate(pred), np.concatenate(numbers)
     if len(ref) == 0:
-        raise ValueError("no labelled atoms to evaluate")
+        raise InputError("no labelled atoms to evaluate")
     diff = pred - ref
     out: dict = {"rmse_e": float(np.sqrt(np.mean(diff**2))), "n_atoms": int(len(ref)),
                  "mae_e": float(np.mean(np.abs(diff))),

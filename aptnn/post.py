@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -238,6 +239,12 @@ def _stream(steps, sources, series, compute, label, model, output, settings, tem
         if writer is None:
             raise InputError(f"only {len(buffer)} frame(s) after stride: need at least 2", source.path)
         _flush(writer, compute, buffer, stored, index, bar, settings.batch_size, source.path, start)
+    except InputError:  # bad input: nothing half-written (a stream this run created is removed)
+        if writer is not None and writer.created:
+            writer.close()
+            writer = None
+            os.remove(output)
+        raise
     finally:
         bar.close()
         if writer is not None:

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from aptnn.cli import post
 from aptnn.demo import run_water
-from aptnn.errors import APTNNError, InputError
+from aptnn.errors import APTNNError, InputError, OutputError
 from aptnn.io.stream import StreamWriter, n_frames, read_chunks
 from aptnn.io.trajectory import open_trajectory
 from aptnn.post import PostSettings, run
@@ -107,21 +107,21 @@ def test_resume_refuses_a_replaced_trajectory_a_foreign_stream_and_another_model
             parts[x] = repr(float(parts[x]) + 0.3)
         shifted.append(" ".join(parts))
     traj.write_text("\n".join(shifted) + "\n")
-    with pytest.raises(InputError, match="cannot resume: frame 0 of .* is not the frame this stream was made from"):
+    with pytest.raises(OutputError, match="cannot resume: frame 0 of .* is not the frame this stream was made from"):
         run([open_trajectory(str(traj), timestep=0.5)], MODEL, str(out), PostSettings(progress=False))
     assert n_frames(out) == full
     # a stream without fingerprints or model (another program's file) is never continued
     foreign = tmp_path / "foreign.h5"
     with StreamWriter(foreign, ["total", "group:O", "group:H"], dt_fs=0.5) as w:
         w.append([0.0, 0.5], np.zeros((2, 3, 3)))
-    with pytest.raises(InputError, match="cannot resume: the file records no model"):
+    with pytest.raises(OutputError, match="cannot resume: the file records no model"):
         run([open_trajectory(str(dump), timestep=0.5)], MODEL, str(foreign), PostSettings(progress=False))
     # another model: refused
     other = tmp_path / "other.pt"
     shutil.copy(os.path.join(os.path.dirname(__import__("aptnn").__file__), "models", f"{MODEL}.pt"), other)
     with open(other, "ab") as fh:
         fh.write(b"\0")  # other bytes, same weights: another fingerprint
-    with pytest.raises(InputError, match="cannot resume: file was written with model"):
+    with pytest.raises(OutputError, match="cannot resume: file was written with model"):
         run([open_trajectory(str(dump), timestep=0.5)], str(other), str(out),
             PostSettings(progress=False))
 

@@ -103,3 +103,103 @@ def test_anchor_index_selection(tmp_path):
     write_anchor(tmp_path / "a.xyz", mols)
     assert len(read_frames(tmp_path / "a.xyz", index="1:3")) == 2
     np.testing.assert_allclose(read_frames(tmp_path / "a.xyz", index=-1)[0].positions, mols[3].positions, atol=1e-7)
+
+
+# --- MD trajectories (aptnn.io.trajectory): every frame checked at the reader, library errors named ---------
+
+def _dump(path, rows_of_frame, columns="id type element xu yu zu vx vy vz", frames=3):
+    """A LAMMPS custom dump (real units) of a water molecule; ``rows_of_frame(k)`` gives its rows."""
+    with open(path, "w") as fh:
+        for k in range(frames):
+            rows = rows_of_frame(k)
+            fh.write(f"ITEM: TIMESTEP\n{k}\nITEM: NUMBER OF ATOMS\n{len(rows)}\nITEM: BOX BOUNDS pp pp pp\n0 10\n0 10\n"
+                     f"0 10\nITEM: ATOMS {columns}\n" + "".join(" ".join(map(str, r)) + "\n" for r in rows))
+    return str(path)
+
+
+def _water_rows(k, element_of_last="H", x=5.0, vx=0.001):
+    return [(1, 1, "O", x, 5.0, 5.0, vx, 0, 0), (2, 2, "H", x + 0.96, 5.0, 5.0, 0, 0, 0),
+            (3, 2 if element_of_last == "H" else 1, element_of_last, x - 0.24, 5.93, 5.0, 0, 0, 0)]
+
+
+def test_lammps_dump_problems_name_file_and_frame(tmp_path):
+    from aptnn.io.trajectory import open_trajectory
+
+    good = _dump(tmp_path / "good.lammpstrj", _water_rows)
+    assert [f.atoms.get_chemical_symbols() for f in open_trajectory(good)] == [["O", "H", "H"]] * 3
+    cases = {
+        "swap": (lambda k: _water_rows(k, "O" if k == 2 else "H"), r"frame 2: atom 2 is O but was H in frame 0"),
+        "nanv": (lambda k: _water_rows(k, vx="nan" if k == 1 else 0.001), "frame 1: non-finite velocities"),
+        "count": (lambda k: _water_rows(k)[: 2 if k == 1 else 3], "frame 1: cannot read"),
+        "far": (lambda k: _water_rows(k, x=2.0e4), r"frame 0: coordinates reach 2000\d Å.*float32"),
+    }
+    for name, (rows, message) in cases.items():
+        with pytest.raises(InputError, match=f"{name}.lammpstrj.*{message}"):
+            list(open_trajectory(_dump(tmp_path / f"{name}.lammpstrj", rows)))
+    with pytest.raises(InputError, match="frame 2: atom 2 is O"):  # a shard starting later: compared with frame 0
+        list(open_trajectory(str(tmp_path / "swap.lammpstrj")).iter_range(2, 3))
+    # 4000 Å is fine with velocities (float32 steps 0.00049 Å) but not for velocities from differences
+    assert len(list(open_trajectory(_dump(tmp_path / "mid.lammpstrj", lambda k: _water_rows(k, x=4000.0))))) == 3
+    mid = _dump(tmp_path / "midfd.lammpstrj", lambda k: [r[:6] for r in _water_rows(k, x=4000.0)],
+                columns="id type element xu yu zu")
+    with pytest.raises(InputError, match="position differences"):
+        list(open_trajectory(mid))
+    for name, columns, message in (("noid", "type element xu yu zu vx vy vz", "no 'id' column"),
+                                   ("nox", "id type element vx vy vz", "no coordinate columns")):
+        rows = lambda k: [r[1:] if name == "noid" else r[:3] + r[6:] for r in _water_rows(k)]  # noqa: E731
+        with pytest.raises(InputError, match=f"{name}.lammpstrj, frame 0: {message}"):
+            open_trajectory(_dump(tmp_path / f"{name}.lammpstrj", rows, columns))
+    (tmp_path / "empty.lammpstrj").touch()
+    (tmp_path / "bin.lammpstrj").write_bytes(bytes(range(256)) * 4)
+    (tmp_path / "bin.extxyz").write_bytes(bytes(range(256)) * 4)
+    for name, message in (("empty.lammpstrj", "file is empty"), ("bin.lammpstrj", "binary data"),
+                          ("bin.extxyz", "frame 0: cannot read as extxyz: binary data")):
+        with pytest.raises(InputError, match=f"{name}.*{message}"):
+            list(open_trajectory(str(tmp_path / name)).iter_range(0, None))
+
+
+def test_h5md_without_units_warns_and_refuses_nm(tmp_path):
+    import h5py
+
+    from aptnn.io.trajectory import open_trajectory
+
+    def write(name, scale):
+        mol = molecule("H2O")
+        with h5py.File(tmp_path / name, "w") as f:
+            g = f.create_group("particles/all")
+            g["position/value"] = np.array([mol.positions + 5.0] * 2) * scale
+            g["box/edges/value"] = np.full((2, 3), 10.0 * scale)
+            g["species"] = mol.numbers
+        return str(tmp_path / name)
+
+    with pytest.warns(UserWarning, match="no unit attribute.*LAMMPS 'real' units"):
+        frames = list(open_trajectory(write("angstrom.h5", 1.0)))
+    np.testing.assert_allclose(frames[0].atoms.cell.lengths(), 10.0)
+    with pytest.warns(UserWarning, match="no unit attribute"):
+        with pytest.raises(InputError, match="nm.h5: atoms 0.0\\d+ Å apart in frame 0.*unit attributes"):
+            open_trajectory(write("nm.h5", 0.1))
+
+
+CONFIG_PROBLEMS = {"channels": (100000, "channels = 100000 is outside 1…512"), "lmax": (9, "lmax = 9 is outside 0…4"),
+                   "n_layers": (2.5, "not a whole number"), "cutoff": (50.0, r"cutoff = 50.0 Å is outside \(0, 20\]"),
+                   "species": ([8, 8], "repeats an element"), "irrep_scale": ([1.0], "irrep_scale"),
+                   "colour": ("red", r"unknown key\(s\) \['colour'\]"), "radial_hidden": (64, "implies")}
+
+
+@pytest.mark.parametrize("key", sorted(CONFIG_PROBLEMS))
+def test_checkpoint_config_is_checked_before_building(tmp_path, key):
+    import json
+
+    import torch
+
+    from aptnn.errors import CheckpointError
+    from aptnn.model.checkpoint import SHIPPED_DIR, load_checkpoint
+
+    payload = torch.load(SHIPPED_DIR / "water-rpbe-d3.pt", weights_only=True)
+    config = json.loads(payload["config"])
+    value, message = CONFIG_PROBLEMS[key]
+    config[key] = value
+    payload["config"] = json.dumps(config)
+    torch.save(payload, tmp_path / "m.pt")
+    with pytest.raises(CheckpointError, match=f"m.pt.*{message}"):
+        load_checkpoint(tmp_path / "m.pt")

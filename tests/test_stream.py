@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from aptnn.cli import main
-from aptnn.errors import InputError
+from aptnn.errors import InputError, OutputError
 from aptnn.io.stream import StreamWriter, is_stream_file, n_frames, read_chunks, read_info
 
 
@@ -35,11 +35,11 @@ def test_refuses_to_overwrite_and_resumes(tmp_path):
     path = tmp_path / "r.h5"
     with StreamWriter(path, ["total"], dt_fs=1.0, source="run.lammpstrj") as w:
         w.append(np.arange(5.0), np.zeros((5, 1, 3)))
-    with pytest.raises(InputError, match="output exists"):
+    with pytest.raises(OutputError, match="output exists"):
         StreamWriter(path, ["total"], dt_fs=1.0)
-    with pytest.raises(InputError, match="cannot resume"):
+    with pytest.raises(OutputError, match="cannot resume"):
         StreamWriter(path, ["total", "bead0"], dt_fs=1.0, resume=True)
-    with pytest.raises(InputError, match="cannot resume: file was written from source"):
+    with pytest.raises(OutputError, match="cannot resume: file was written from source"):
         StreamWriter(path, ["total"], dt_fs=1.0, resume=True, source="other.lammpstrj")
     with StreamWriter(path, ["total"], dt_fs=1.0, resume=True) as w:
         assert w.n_frames == 5
@@ -211,7 +211,7 @@ def test_a_second_writer_is_refused_while_the_first_lives(tmp_path):
     try:
         assert holder.stdout.readline().strip() == "ready"
         for resume, overwrite in ((True, False), (False, True)):
-            with pytest.raises(InputError, match=f"being written by another process \\(pid {holder.pid}"):
+            with pytest.raises(OutputError, match=f"being written by another process \\(pid {holder.pid}"):
                 StreamWriter(path, ["total"], dt_fs=1.0, resume=resume, overwrite=overwrite)
         assert n_frames(path) == 2  # untouched: no 'crash recovery' of a live writer's file
     finally:
@@ -227,11 +227,11 @@ def test_resume_refuses_another_model_or_a_stream_without_fingerprints(tmp_path)
     path = tmp_path / "m.h5"
     with StreamWriter(path, ["total"], dt_fs=1.0, model="a.pt sha256:aaa", source="t.dump") as w:
         w.append([0.0, 1.0], np.zeros((2, 1, 3)))
-    with pytest.raises(InputError, match="cannot resume: file was written with model"):
+    with pytest.raises(OutputError, match="cannot resume: file was written with model"):
         StreamWriter(path, ["total"], dt_fs=1.0, resume=True, model="b.pt sha256:bbb")
     with StreamWriter(path, ["total"], dt_fs=1.0, resume=True, model="renamed.pt sha256:aaa") as w:
         assert w.n_frames == 2  # same weights under another name: fine
-    with pytest.raises(InputError, match="no input fingerprints"):
+    with pytest.raises(OutputError, match="no input fingerprints"):
         StreamWriter(path, ["total"], dt_fs=1.0, resume=True, checks=3)
 
 
@@ -245,7 +245,7 @@ def test_a_full_file_system_stops_cleanly_before_hdf5_fails(tmp_path):
         (mnt / "ballast").write_bytes(b"\0" * (3 << 20))
         path = mnt / "s.h5"
         w = StreamWriter(path, ["total"], dt_fs=1.0, flush_every=0.0, chunk=1024)
-        with pytest.raises(InputError, match="disk full: .* MiB left"):
+        with pytest.raises(OutputError, match="disk full: .* MiB left"):
             for k in range(10**6):
                 w.append(np.arange(k * 100, (k + 1) * 100, dtype=float), np.ones((100, 1, 3)))
         kept = w._flushed_n

@@ -7,6 +7,7 @@ converted here: bohr → Å, bohr/a.u. time → Å/fs; the cell matrix h has lat
 from __future__ import annotations
 
 import glob
+import itertools
 import os
 import re
 from typing import Iterator
@@ -16,6 +17,7 @@ from ase import Atoms
 
 from aptnn import units
 from aptnn.errors import InputError
+from aptnn.io.frames import reading
 from aptnn.io.trajectory import FrameSource, MDFrame
 
 _BEAD = re.compile(r"^(?P<prefix>.*)\.(?P<kind>pos|vel|xc|vc)_(?P<bead>\d+)\.(?P<ext>\w+)$")
@@ -51,28 +53,41 @@ class IPISource(FrameSource):
             guess = path.replace(".pos_", ".vel_").replace(".pos.", ".vel.")
             self.velocity_path = guess if guess != path and os.path.exists(guess) else None
 
-    def __len__(self) -> int:
+    def _length(self) -> int:
         with open(self.path) as fh:
             first = fh.readline()
             natoms = int(first)
             return (2 + sum(1 for _ in fh)) // (natoms + 2)
 
-    def _frames(self, path: str):
+    def _read(self, path: str) -> Iterator[dict]:
+        """i-PI's frames of ``path``; its exceptions name the file and the frame index."""
         from ipi.utils.io import iter_file_name
 
-        try:
-            yield from iter_file_name(path)
-        except (ValueError, IndexError, EOFError) as err:
-            raise InputError(f"cannot read i-PI xyz ({type(err).__name__}: {err})", path) from None
+        frames, k = iter_file_name(path), 0
+        while True:
+            with reading(path, "as i-PI xyz", k):
+                frame = next(frames, None)
+            if frame is None:
+                break
+            yield frame
+            k += 1
+        if k == 0:  # i-PI takes an unreadable atom-count line for the end of the file
+            with open(path, "rb") as fh:
+                first = fh.readline()[:40]
+            raise InputError(f"no i-PI xyz frame: the first line {first!r} is not an atom count", path, 0)
 
-    def __iter__(self) -> Iterator[MDFrame]:
-        vel_iter = self._frames(self.velocity_path) if self.velocity_path else None
-        for k, frame in enumerate(self._frames(self.path)):
+    def _frames(self, start: int, stop: int | None) -> Iterator[MDFrame]:
+        return itertools.islice(self._all(), start, stop)
+
+    def _all(self) -> Iterator[MDFrame]:
+        vel_iter = self._read(self.velocity_path) if self.velocity_path else None
+        for k, frame in enumerate(self._read(self.path)):
             names = [str(n) for n in frame["atoms"].names]
             pos = np.asarray(frame["atoms"].q).reshape(-1, 3) * units.BOHR_TO_ANGSTROM
             cell = np.asarray(frame["cell"].h).T * units.BOHR_TO_ANGSTROM
             pbc = bool(np.abs(cell).sum() > 0)
-            atoms = Atoms(names, positions=pos, cell=cell if pbc else None, pbc=pbc)
+            with reading(self.path, "as i-PI xyz", k):
+                atoms = Atoms(names, positions=pos, cell=cell if pbc else None, pbc=pbc)
             step_match = _STEP.search(frame.get("comment", ""))
             step = int(step_match.group(1)) if step_match else k
             v = None
@@ -85,5 +100,7 @@ class IPISource(FrameSource):
                 if vstep and int(vstep.group(1)) != step:
                     raise InputError(f"velocity frame is step {vstep.group(1)}, position frame step {step}",
                                      self.velocity_path, k)
+                if len(v) != len(pos):
+                    raise InputError(f"{len(v)} velocities for {len(pos)} atoms of {self.path}", self.velocity_path, k)
             time = None if self.timestep_fs is None else step * self.timestep_fs
             yield MDFrame(atoms, v, time, step)

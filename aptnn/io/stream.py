@@ -73,7 +73,7 @@ def read_info(path: str | os.PathLike) -> StreamInfo:
     path = str(path)
     try:
         f = h5py.File(path, "r", swmr=True)
-    except OSError as err:
+    except (OSError, RuntimeError) as err:  # h5py: RuntimeError for a damaged superblock
         raise InputError(f"not a readable HDF5 file ({err})", path) from None
     with f:
         _check_layout(f, path)
@@ -109,7 +109,7 @@ def is_stream_file(path: str | os.PathLike) -> bool:
     try:
         with h5py.File(path, "r", swmr=True) as f:
             return "dMdt" in f and "time" in f
-    except OSError:
+    except (OSError, RuntimeError):
         return False
 
 
@@ -233,6 +233,7 @@ class StreamWriter:
         self.flush_every = flush_every
         self.checks, self.kinetic = checks, kinetic
         self.file = None
+        self.created = False
         self._broken = False
         self._full = False   # the file system ran low: stopped, and only closing is left
         self._last_flush = _time.monotonic()
@@ -283,6 +284,7 @@ class StreamWriter:
         f.swmr_mode = True
         os.replace(creating, self.path)
         self._attach(f, 0)
+        self.created = True   # by this writer: a producer that fails on bad input removes it again
 
     def _attach(self, f: h5py.File, n: int) -> None:
         """Keep the datasets open: HDF5 then reports write errors at flush, not while releasing a handle."""

@@ -11,14 +11,16 @@ Layout (a plain dict, loadable with ``torch.load(weights_only=True)``)::
 """
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import os
 from pathlib import Path
 
 import torch
 
 from aptnn import __version__
-from aptnn.errors import CheckpointError
+from aptnn.errors import CheckpointError, OutputError
 from aptnn.model.network import APTNetwork, ModelConfig
 
 FORMAT = "aptnn-apt-model"
@@ -57,37 +59,134 @@ def save_checkpoint(path: str | os.PathLike, members: list[APTNetwork], training
     }
     path = Path(path)
     tmp = path.with_name(path.name + ".part")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+    except (OSError, RuntimeError) as err:  # torch reports a missing folder as RuntimeError
+        if tmp.exists():
+            tmp.unlink()
+        raise OutputError(f"cannot write the checkpoint: {type(err).__name__}: {err}", str(path)) from None
+
+
+#: accepted ranges of the integer sizes of a config (a config outside them is refused before building)
+INT_LIMITS = {"channels": (1, 512), "lmax": (0, 4), "n_layers": (1, 8), "n_radial": (1, 64),
+              "radial_hidden": (1, 1024), "envelope_power": (1, 16)}
+CUTOFF_MAX_A = 20.0
+AVG_NEIGHBOURS_MAX = 1e4
+MAX_MEMBERS = 64
+
+
+def check_config(config: object, where: str) -> ModelConfig:
+    """A :class:`ModelConfig` from a checkpoint's config dict, or a :class:`CheckpointError` naming ``where``
+    and the problem: unknown or missing keys, wrong types, sizes outside :data:`INT_LIMITS`, cutoff outside
+    (0, 20] Å, species not unique atomic numbers, iso_mean / irrep_scale of the wrong length."""
+    def bad(problem: str) -> CheckpointError:
+        return CheckpointError(f"{where}: model config: {problem}")
+
+    if not isinstance(config, dict):
+        raise bad(f"a JSON object expected, got {type(config).__name__}")
+    names = [f.name for f in dataclasses.fields(ModelConfig)]
+    unknown, missing = sorted(set(config) - set(names)), [n for n in names if n not in config]
+    if unknown or missing:
+        raise bad(", ".join(([f"unknown key(s) {unknown}"] if unknown else [])
+                            + ([f"missing key(s) {missing}"] if missing else [])))
+
+    def number(key: str, value) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise bad(f"{key} = {value!r} is not a finite number")
+        return float(value)
+
+    for key, (lo, hi) in INT_LIMITS.items():
+        value = config[key]
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad(f"{key} = {value!r} is not a whole number")
+        if not lo <= value <= hi:
+            raise bad(f"{key} = {value} is outside {lo}…{hi}")
+    if not 0 < number("cutoff", config["cutoff"]) <= CUTOFF_MAX_A:
+        raise bad(f"cutoff = {config['cutoff']} Å is outside (0, {CUTOFF_MAX_A:g}] Å")
+    if not 0 < number("avg_neighbours", config["avg_neighbours"]) <= AVG_NEIGHBOURS_MAX:
+        raise bad(f"avg_neighbours = {config['avg_neighbours']} is outside (0, {AVG_NEIGHBOURS_MAX:g}]")
+    if not isinstance(config["sum_rule"], bool):
+        raise bad(f"sum_rule = {config['sum_rule']!r} is not true/false")
+    species = config["species"]
+    if (not isinstance(species, list) or not species
+            or any(isinstance(z, bool) or not isinstance(z, int) or not 1 <= z <= 118 for z in species)):
+        raise bad(f"species = {species!r} is not a non-empty list of atomic numbers 1…118")
+    if len(set(species)) != len(species):
+        raise bad(f"species = {species} repeats an element")
+    for key, lengths in (("iso_mean", (0, len(species))), ("irrep_scale", (3,))):
+        value = config[key]
+        if not isinstance(value, list) or len(value) not in lengths:
+            raise bad(f"{key} = {value!r} is not a list of {' or '.join(map(str, lengths))} numbers")
+        [number(key, v) for v in value]
+    return ModelConfig(**config)
+
+
+def _check_state(state: object, cfg: ModelConfig, where: str) -> None:
+    """Shapes that follow from the config, checked before any network is built (a config that claims large
+    sizes with small tensors is refused here)."""
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{where}: weights are not a dict of tensors")
+    expected = {"embedding.weight": (cfg.channels, len(cfg.species)), "radial_basis.freq": (cfg.n_radial,),
+                "iso_mean": (len(cfg.species),), "component_scale": (9,)}
+    expected.update({f"layers.{k}.radial.0.weight": (cfg.radial_hidden, cfg.n_radial) for k in range(cfg.n_layers)})
+    for key, shape in expected.items():
+        if key not in state:
+            raise CheckpointError(f"{where}: weights lack {key} (config: {cfg.n_layers} layers)")
+        if tuple(state[key].shape) != shape:
+            raise CheckpointError(f"{where}: {key} has shape {tuple(state[key].shape)}, the config implies {shape}")
+    if any(k.startswith(f"layers.{cfg.n_layers}.") for k in state):
+        raise CheckpointError(f"{where}: weights hold more layers than the config's {cfg.n_layers}")
 
 
 def load_checkpoint(name_or_path: str | os.PathLike, dtype: torch.dtype = torch.float32,
                     device: str = "cpu") -> tuple[list[APTNetwork], dict]:
-    """Load a checkpoint; returns (members in eval mode, training info). Foreign files are refused."""
+    """Load a checkpoint; returns (members in eval mode, training info). Foreign, damaged or inconsistent
+    files are refused with a :class:`CheckpointError` before any network is built."""
     path = resolve(name_or_path)
+    if path.is_dir():
+        raise CheckpointError(f"{path}: is a directory, not a checkpoint file")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
-        raise CheckpointError(f"{path}: not an aptnn checkpoint ({type(err).__name__}: {err})") from None
+        text = f"{type(err).__name__}: {' '.join(str(err).split())[:200]}"
+        with open(path, "rb") as fh:
+            zipped = fh.read(4) == b"PK\x03\x04"  # torch.save writes a zip archive
+        raise CheckpointError(f"{path}: truncated or damaged checkpoint file (its zip archive cannot be read: {text})"
+                              if zipped else f"{path}: not an aptnn checkpoint ({text})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not an aptnn checkpoint (no '{FORMAT}' marker)")
     if payload.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(f"{path}: checkpoint format version {payload.get('format_version')} "
                               f"is not supported by aptnn {__version__} (needs {FORMAT_VERSION})")
-    config = json.loads(payload["config"])
-    config.pop("units", None)
-    try:
-        cfg = ModelConfig(**config)
-    except TypeError as err:
-        raise CheckpointError(f"{path}: unknown model configuration ({err})") from None
+    texts = {}
+    for key in ("config", "training"):
+        try:
+            texts[key] = json.loads(payload.get(key, "{}"))
+        except (TypeError, ValueError) as err:
+            raise CheckpointError(f"{path}: {key} is not valid JSON ({err})") from None
+    config = texts["config"]
+    if isinstance(config, dict):
+        config.pop("units", None)
+    cfg = check_config(config, str(path))
+    states = payload.get("members")
+    if not isinstance(states, list) or not 1 <= len(states) <= MAX_MEMBERS:
+        raise CheckpointError(f"{path}: 'members' is not a list of 1…{MAX_MEMBERS} weight sets")
+    for k, state in enumerate(states):
+        _check_state(state, cfg, f"{path}: member {k}")
     members = []
     previous = torch.get_default_dtype()
     try:
         torch.set_default_dtype(dtype)
-        for state in payload["members"]:
+        for k, state in enumerate(states):
             net = APTNetwork(cfg)
-            net.load_state_dict(state)
+            try:
+                net.load_state_dict(state)
+            except RuntimeError as err:  # missing, unexpected or differently shaped tensors
+                lines = [ln.strip() for ln in str(err).splitlines()[1:] if ln.strip()] or [str(err)]
+                raise CheckpointError(f"{path}: member {k}: weights do not fit the config: {lines[0][:300]}"
+                                      + (f" (and {len(lines) - 1} more)" if len(lines) > 1 else "")) from None
             members.append(net.to(device=device, dtype=dtype).eval())
     finally:
         torch.set_default_dtype(previous)
-    return members, json.loads(payload.get("training", "{}"))
+    return members, texts["training"] if isinstance(texts["training"], dict) else {}
