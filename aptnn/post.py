@@ -19,8 +19,10 @@ from tqdm.auto import tqdm
 
 from aptnn.engine import DipoleDerivativeEngine
 from aptnn.errors import InputError, OutputError
+from aptnn.graph import species_indices
 from aptnn.io.stream import CHECK_SIZE, StreamWriter, frame_check, read_checks
 from aptnn.io.trajectory import FrameSource, MDFrame
+from aptnn.model.checkpoint import read_config
 from aptnn.predict import APTPredictor
 
 
@@ -131,9 +133,17 @@ def run(sources: list[FrameSource], model: str, output: str, settings: PostSetti
     gives series bead0…bead(P−1), centroid (``estimator`` "centroid" or "centroid-apt") and groups.
     ``frame_range`` (start, stop): only these frames of the files (a shard of a distributed run).
     """
-    predictor = predictor or APTPredictor.load(model, device=device, compile=settings.compile)
+    # input checks in the order a user fixes them (format, species, velocities and units, time step, spacing),
+    # all before the model is loaded
     start = frame_range[0] if frame_range else 0
     raw = [src.iter_range(*frame_range) if frame_range else iter(src) for src in sources]
+    heads = [next(frames, None) for frames in raw]
+    for src, head in zip(sources, heads):
+        if head is None:
+            raise InputError("trajectory has no frames" + (f" from frame {start} on" if start else ""), src.path)
+    known = predictor.species if predictor is not None else read_config(model).species
+    species_indices(heads[0].atoms, known, sources[0].path, start)
+    raw = [itertools.chain([head], frames) for head, frames in zip(heads, raw)]
     streams = [with_velocities(src, frames, warn=start == 0) for src, frames in zip(sources, raw)]
     firsts = [next(s) for s in streams]
     first = firsts[0]
@@ -144,10 +154,11 @@ def run(sources: list[FrameSource], model: str, output: str, settings: PostSetti
     group_masks = species_groups(symbols)
     if groups:
         group_masks.update(selection_groups(first, groups))
-    engine = DipoleDerivativeEngine(predictor, group_masks)
     # ring-polymer beads move at P times the physical temperature: divide by P
     kinetic = float(np.mean([kinetic_temperature(f) for f in firsts])) / len(sources)
     temperature = check_temperature(kinetic, settings.temperature_K, sources[0].path)
+    predictor = predictor or APTPredictor.load(model, device=device, compile=settings.compile)
+    engine = DipoleDerivativeEngine(predictor, group_masks)
     # the spectrum uses --temperature, else the mean kinetic temperature of all frames written
     temperature_source = "given" if settings.temperature_K is not None else "kinetic-mean"
     steps = _lockstep(sources, [itertools.chain([f], s) for f, s in zip(firsts, streams)])

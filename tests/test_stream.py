@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from aptnn.cli import main
-from aptnn.errors import InputError, OutputError
+from aptnn.errors import OutputError
 from aptnn.io.stream import StreamWriter, is_stream_file, n_frames, read_chunks, read_info
 
 

@@ -139,11 +139,39 @@ def _check_state(state: object, cfg: ModelConfig, where: str) -> None:
         raise CheckpointError(f"{where}: weights hold more layers than the config's {cfg.n_layers}")
 
 
+def read_config(name_or_path: str | os.PathLike) -> ModelConfig:
+    """The checked configuration of a checkpoint (species, cutoff, sizes) without building the networks:
+    what an entry point needs to validate its input before the model is loaded."""
+    return _read_payload(resolve(name_or_path))[1]
+
+
 def load_checkpoint(name_or_path: str | os.PathLike, dtype: torch.dtype = torch.float32,
                     device: str = "cpu") -> tuple[list[APTNetwork], dict]:
     """Load a checkpoint; returns (members in eval mode, training info). Foreign, damaged or inconsistent
     files are refused with a :class:`CheckpointError` before any network is built."""
     path = resolve(name_or_path)
+    payload, cfg, training = _read_payload(path)
+    states = payload["members"]
+    members = []
+    previous = torch.get_default_dtype()
+    try:
+        torch.set_default_dtype(dtype)
+        for k, state in enumerate(states):
+            net = APTNetwork(cfg)
+            try:
+                net.load_state_dict(state)
+            except RuntimeError as err:  # missing, unexpected or differently shaped tensors
+                lines = [ln.strip() for ln in str(err).splitlines()[1:] if ln.strip()] or [str(err)]
+                raise CheckpointError(f"{path}: member {k}: weights do not fit the config: {lines[0][:300]}"
+                                      + (f" (and {len(lines) - 1} more)" if len(lines) > 1 else "")) from None
+            members.append(net.to(device=device, dtype=dtype).eval())
+    finally:
+        torch.set_default_dtype(previous)
+    return members, training
+
+
+def _read_payload(path: Path) -> tuple[dict, ModelConfig, dict]:
+    """(payload, checked config, training info) of a checkpoint file; every problem is a CheckpointError."""
     if path.is_dir():
         raise CheckpointError(f"{path}: is a directory, not a checkpoint file")
     try:
@@ -174,19 +202,4 @@ def load_checkpoint(name_or_path: str | os.PathLike, dtype: torch.dtype = torch.
         raise CheckpointError(f"{path}: 'members' is not a list of 1…{MAX_MEMBERS} weight sets")
     for k, state in enumerate(states):
         _check_state(state, cfg, f"{path}: member {k}")
-    members = []
-    previous = torch.get_default_dtype()
-    try:
-        torch.set_default_dtype(dtype)
-        for k, state in enumerate(states):
-            net = APTNetwork(cfg)
-            try:
-                net.load_state_dict(state)
-            except RuntimeError as err:  # missing, unexpected or differently shaped tensors
-                lines = [ln.strip() for ln in str(err).splitlines()[1:] if ln.strip()] or [str(err)]
-                raise CheckpointError(f"{path}: member {k}: weights do not fit the config: {lines[0][:300]}"
-                                      + (f" (and {len(lines) - 1} more)" if len(lines) > 1 else "")) from None
-            members.append(net.to(device=device, dtype=dtype).eval())
-    finally:
-        torch.set_default_dtype(previous)
-    return members, texts["training"] if isinstance(texts["training"], dict) else {}
+    return payload, cfg, texts["training"] if isinstance(texts["training"], dict) else {}
