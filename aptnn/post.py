@@ -281,8 +281,9 @@ def _open_writer(output, series, label, model, sources, buffer, dt, temperature,
 def _flush(writer, compute, buffer, stored: int, index: int, bar, batch_size: int, path: str, start: int) -> None:
     """Evaluate buffered steps not yet in the file, ``batch_size`` frames per model call (always the same
     grouping, so a frame's result does not depend on where a run or shard started). ``index``: output index
-    after the buffer, ``start``: output index of the file's first frame; ``stored``: frames the file held when it was opened (a resumed run): the first and last
-    of them are compared with the input (fingerprints), so a replaced trajectory is never continued."""
+    after the buffer; ``start``: output index of the file's first frame; ``stored``: frames the file held when
+    it was opened (a resumed run): the first and last of them are compared with the input (fingerprints), so a
+    replaced trajectory is never continued."""
     first = index - len(buffer) - start
     bar.update(len(buffer))
     todo = []

@@ -94,8 +94,8 @@ class APTPredictor:
         if not bool(finite.all()):
             atom = int(torch.argmin(finite.int()))
             k = int(np.searchsorted(np.cumsum([len(a) for a in frames]), atom, side="right"))
-            raise InputError(f"the model gave non-finite APTs (NaN/inf) for atom {atom - sum(len(a) for a in frames[:k])}",
-                             source, first_index + k)
+            local = atom - sum(len(a) for a in frames[:k])
+            raise InputError(f"the model gave non-finite APTs (NaN/inf) for atom {local}", source, first_index + k)
         return out
 
     def predict_batch(self, frames: list[Atoms], source: str | None = None, first_index: int = 0,

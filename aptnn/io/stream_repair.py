@@ -12,9 +12,10 @@ import numpy as np
 
 from aptnn.errors import InputError
 from aptnn.io.lock import OutputLock
-from aptnn.io.stream import model_digest, complete_frames, n_frames, read_info
+from aptnn.io.stream import complete_frames, model_digest, n_frames, read_info
 
-FRAME_DATASETS = ("dMdt", "time", "check", "kinetic_temperature")   # datasets with one row per frame; the rest is copied as is
+# datasets with one row per frame; the rest is copied as is
+FRAME_DATASETS = ("dMdt", "time", "check", "kinetic_temperature")
 
 
 def _copy_layout(src: h5py.File, dst: h5py.File, total: int) -> None:
