@@ -6,6 +6,7 @@ stored per atom as 9 numbers row-major in the extxyz array ``apt``.
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 import click
@@ -21,7 +22,17 @@ def _run(fn):
     except APTNNError as err:
         if not getattr(err, "quiet", False):  # a distributed failure is printed by rank 0 only
             click.echo(f"aptnn: error: {err}", err=True)
-        sys.exit(2)
+        leave(2)
+
+
+def leave(code: int) -> None:
+    """Exit with ``code``; after a failed HDF5 write (disk full) without releasing HDF5, which may crash."""
+    stream = sys.modules.get("aptnn.io.stream")
+    if stream is not None and stream.writer_failed():
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
 
 
 def _threads(n: int | None) -> None:
@@ -50,21 +61,28 @@ def main() -> None:
 @click.option("--valid", "valid_file", type=click.Path(exists=True, dir_okay=False),
               help="Validation frames; without it a seeded fraction of TRAIN_FILE is held out.")
 @click.option("-o", "--output", default="model.pt", show_default=True, help="Checkpoint to write.")
-@click.option("--epochs", default=400, show_default=True, help="Maximum number of epochs.")
+@click.option("--epochs", default=400, show_default=True, type=click.IntRange(min=1), help="Maximum number of epochs.")
 @click.option("--max-time", type=float, default=None,
               help="Stop after this many minutes (wall) with the best model.")
 @click.option("--lr", default=0.01, show_default=True, help="Adam learning rate.")
-@click.option("--batch-size", default=1, show_default=True, help="Frames per optimiser step.")
+@click.option("--batch-size", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Frames per optimiser step.")
 @click.option("--patience", default=10, show_default=True, help="Plateau epochs before lr is multiplied by 0.1.")
 @click.option("--early-stopping", default=40, show_default=True,
               help="Stop after this many epochs without improvement.")
-@click.option("--valid-fraction", default=0.1, show_default=True, help="Fraction held out when --valid is absent.")
+@click.option("--valid-fraction", default=0.1, show_default=True,
+              type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              help="Fraction held out when --valid is absent.")
 @click.option("--seed", default=0, show_default=True, help="Seeds torch and numpy (member k uses seed+k).")
-@click.option("--committee", default=1, show_default=True, help="Number of committee members to train.")
-@click.option("--cutoff", default=6.0, show_default=True, help="Neighbour cutoff in Å.")
-@click.option("--channels", default=8, show_default=True, help="Multiplicity of each hidden irrep.")
-@click.option("--layers", default=2, show_default=True, help="Message-passing layers.")
-@click.option("--lmax", default=2, show_default=True, help="Maximum spherical-harmonic degree.")
+@click.option("--committee", default=1, show_default=True, type=click.IntRange(1, 64),
+              help="Number of committee members to train.")
+@click.option("--cutoff", default=6.0, show_default=True, type=click.FloatRange(0, 20, min_open=True),
+              help="Neighbour cutoff in Å.")
+@click.option("--channels", default=8, show_default=True, type=click.IntRange(1, 512),
+              help="Multiplicity of each hidden irrep.")
+@click.option("--layers", default=2, show_default=True, type=click.IntRange(1, 8), help="Message-passing layers.")
+@click.option("--lmax", default=2, show_default=True, type=click.IntRange(0, 4),
+              help="Maximum spherical-harmonic degree.")
 @click.option("--no-sum-rule", is_flag=True, help="Do not enforce Σ_i P_i = Q·I (Q = frame charge, info 'charge').")
 @click.option("--float64", is_flag=True, help="Train in double precision (default float32).")
 @click.option("--cell", nargs=3, type=float, default=None, help="Box lengths (Å), anchor xyz.")
@@ -86,7 +104,12 @@ def train(train_file, valid_file, output, epochs, max_time, lr, batch_size, pati
     from aptnn.train import TrainSettings, train_committee
 
     def go():
+        from aptnn.errors import OutputError
+
         _threads(threads)
+        for out in (output, log_file or output):  # fail now, not after hours of training
+            if not Path(out).resolve().parent.is_dir():
+                raise OutputError("cannot write: its folder does not exist", out)
         frames = read_frames(train_file, cell=_cell(cell))
         valid = read_frames(valid_file, cell=_cell(cell)) if valid_file else None
         settings = TrainSettings(epochs=epochs, max_time=max_time * 60 if max_time else None, lr=lr,
@@ -117,7 +140,7 @@ def train(train_file, valid_file, output, epochs, max_time, lr, batch_size, pati
 @click.argument("model")
 @click.argument("input_file", type=click.Path(exists=True, dir_okay=False))
 @click.option("-o", "--output", required=True, help="extxyz to write, with per-atom `apt` (and `apt_std`), e.")
-@click.option("--batch-size", default=4, show_default=True, help="Frames per model call.")
+@click.option("--batch-size", default=4, show_default=True, type=click.IntRange(min=1), help="Frames per model call.")
 @click.option("--float64", is_flag=True, help="Evaluate in double precision.")
 @click.option("--cell", nargs=3, type=float, default=None, help="Box lengths (Å) for files without a cell.")
 @click.option("--threads", type=int, default=None, help="torch CPU threads (default: all cores).")
@@ -143,7 +166,7 @@ def predict(model, input_file, output, batch_size, float64, cell, threads, quiet
 @click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
 @click.option("--plot", default=None, help="Write a parity plot PNG here.")
 @click.option("--json", "json_file", default=None, help="Write the metrics (e) as JSON here.")
-@click.option("--batch-size", default=4, show_default=True, help="Frames per model call.")
+@click.option("--batch-size", default=4, show_default=True, type=click.IntRange(min=1), help="Frames per model call.")
 @click.option("--float64", is_flag=True, help="Evaluate in double precision.")
 @click.option("--cell", nargs=3, type=float, default=None, help="Box lengths (Å) for files without a cell.")
 @click.option("--threads", type=int, default=None, help="torch CPU threads (default: all cores).")
@@ -152,7 +175,7 @@ def evaluate(model, files, plot, json_file, batch_size, float64, cell, threads, 
     """Compare MODEL's APTs with the labels in FILES: component RMSE in e, per species and per irrep."""
     from pathlib import Path
 
-    from aptnn.evaluate import format_metrics, metrics, parity_plot
+    from aptnn.evaluate import check_labelled, format_metrics, metrics, parity_plot
     from aptnn.frames import APT_KEY
     from aptnn.io import read_frames
     from aptnn.predict import APTPredictor
@@ -160,9 +183,11 @@ def evaluate(model, files, plot, json_file, batch_size, float64, cell, threads, 
     def go():
         _threads(threads)
         predictor = APTPredictor.load(model, dtype="float64" if float64 else "float32")
+        inputs = [read_frames(path, cell=_cell(cell)) for path in files]
+        for path, frames in zip(files, inputs):  # before any model call: a file without labels is an error
+            check_labelled(frames, path)
         refs, preds = [], []
-        for path in files:
-            frames = read_frames(path, cell=_cell(cell))
+        for path, frames in zip(files, inputs):
             out = predictor.annotate(frames, batch_size=batch_size, source=path, progress=not quiet)
             refs += frames
             preds += [a.arrays[APT_KEY].reshape(-1, 3, 3) for a in out]
@@ -184,34 +209,45 @@ def evaluate(model, files, plot, json_file, batch_size, float64, cell, threads, 
               help="CSV: wavenumber_cm-1, total (alpha_n_cm-1, or cross_section_cm2 without a volume), ± error, "
                    "decomposition columns.")
 @click.option("--plot", default=None, help="Also write a PNG plot here.")
-@click.option("--max-lag", default=2000.0, show_default=True, help="Correlation length in fs (resolution ~1/(c·lag)).")
+@click.option("--max-lag", default=2000.0, show_default=True,
+              help="Correlation length in fs, > 0 (resolution ~1/(c·lag)); capped at the shortest file.")
 @click.option("--window", "window_name", default="hann", show_default=True,
               type=click.Choice(["hann", "hamming", "blackman", "gaussian", "none"]),
               help="Window applied to the correlation function (w(0) = 1).")
 @click.option("--qcf", default="harmonic", show_default=True,
               type=click.Choice(["harmonic", "standard", "schofield", "none"]),
               help="Quantum correction factor; harmonic reproduces the paper's eq. 2.")
-@click.option("--temperature", type=float, default=None, help="K; default: the file's temperature_K.")
+@click.option("--temperature", type=float, default=None,
+              help="K, > 0; overrides the temperature_K of every file (default: each file's own).")
 @click.option("--volume", type=float, default=None,
-              help="Å³; default: the file's volume_A3; without any: cross-section per system in cm².")
+              help="Å³, > 0; overrides the volume_A3 of every file (default: each file's own; files without "
+                   "one give the cross-section per system in cm²; the two kinds cannot be mixed).")
 @click.option("--series", multiple=True, help="Series averaged into the total (glob, e.g. 'bead*'); "
               "default total, else centroid.")
-@click.option("--blocks", default=8, show_default=True, help="Time blocks per file for the ± standard error.")
+@click.option("--blocks", type=int, default=None,
+              help="Time blocks per file for the ± standard error: ≥ 1, each of at least 2 frames "
+                   "(default 8, fewer for files under 16 frames).")
 @click.option("--biased", is_flag=True, help="Divide lag sums by N instead of N − lag.")
 @click.option("--keep-mean", is_flag=True, help="Do not subtract the mean of dM/dt.")
-@click.option("--pad", default=4, show_default=True, help="Zero-padding factor of the correlation (finer grid).")
+@click.option("--pad", default=4, show_default=True,
+              help="Zero-padding factor of the correlation (finer grid): whole number ≥ 1, "
+                   "pad × lags ≤ 2²⁰ points.")
 @click.option("--no-decompose", is_flag=True, help="Skip the group auto/cross columns.")
-@click.option("--max-wavenumber", default=4500.0, show_default=True, help="Upper limit of the plot (cm⁻¹).")
+@click.option("--max-wavenumber", default=4500.0, show_default=True, help="Upper limit of the plot (cm⁻¹), > 0.")
 def spectrum(streams, output, plot, max_lag, window_name, qcf, temperature, volume, series, blocks, biased,
              keep_mean, pad, no_decompose, max_wavenumber):
     """IR spectrum from dM/dt stream files (HDF5; several files = independent trajectories, averaged).
 
     α(ω)n(ω) = πβ/(3Vcε₀)·(1/2π)∫dt e^{-iωt}⟨Ṁ(0)·Ṁ(t)⟩ in cm⁻¹ (harmonic quantum correction), or the
-    absorption cross-section in cm² for open boundaries. Prints peak positions and the integrated intensity.
+    absorption cross-section in cm² for open boundaries. Each file keeps its own temperature and volume
+    (the result is the pair-count-weighted average of the single-file spectra) unless --temperature or
+    --volume is given. Prints peak positions and the integrated intensity.
     """
     from aptnn.spectrum import compute_spectrum
+    from aptnn.spectrum_checks import positive_number
 
     def go():
+        positive_number(max_wavenumber, "maximum wavenumber (--max-wavenumber)", "cm⁻¹")
         spec = compute_spectrum(list(streams), max_lag_fs=max_lag, window_name=window_name, qcf=qcf,
                                 temperature_K=temperature, volume_A3=volume, series=list(series) or None,
                                 decompose=not no_decompose, n_blocks=blocks, biased=biased,
@@ -219,10 +255,7 @@ def spectrum(streams, output, plot, max_lag, window_name, qcf, temperature, volu
         spec.write_csv(output)
         if plot:
             spec.plot(plot, title=", ".join(streams), max_wavenumber=max_wavenumber)
-        peaks = ", ".join(f"{p:.0f}" for p in spec.peaks())
-        unit = "cm⁻²" if spec.unit == "cm^-1" else "cm"
-        click.echo(f"{spec.quantity}: peaks at {peaks} cm⁻¹; integrated intensity {spec.integral():.6g} {unit}; "
-                   f"wrote {output}" + (f" and {plot}" if plot else ""))
+        click.echo(f"{spec.summary()}; wrote {output}" + (f" and {plot}" if plot else ""))
 
     _run(go)
 
@@ -233,7 +266,8 @@ def spectrum(streams, output, plot, max_lag, window_name, qcf, temperature, volu
 def merge(parts, output):
     """Concatenate consecutive dM/dt stream files of one run (e.g. the shards of an interrupted
     `aptnn-post --distributed`, OUTPUT.parts/*.h5) into one stream file, in the order given."""
-    from aptnn.io.stream import merge_streams, n_frames
+    from aptnn.io.stream import n_frames
+    from aptnn.io.stream_repair import merge_streams
 
     _run(lambda: click.echo(f"wrote {merge_streams(list(parts), output)} ({n_frames(output)} frames)"))
 
@@ -243,11 +277,14 @@ def models():
     """List the models shipped inside the package."""
     from aptnn.model.checkpoint import load_checkpoint, shipped_models
 
-    for name in shipped_models():
-        members, training = load_checkpoint(name)
-        cfg = members[0].config
-        click.echo(f"{name}: species {cfg.species}, cutoff {cfg.cutoff} Å, {len(members)} member(s), "
-                   f"{training.get('description', '')}")
+    def go():
+        for name in shipped_models():
+            members, training = load_checkpoint(name)
+            cfg = members[0].config
+            click.echo(f"{name}: species {cfg.species}, cutoff {cfg.cutoff} Å, {len(members)} member(s), "
+                       f"{training.get('description', '')}")
+
+    _run(go)
 
 
 
@@ -259,22 +296,25 @@ def models():
               help="Stream file (HDF5, dM/dt in e·Å/fs); default TRAJ.dmdt.h5 next to each trajectory.")
 @click.option("--spectrum", "spectrum_csv", default=None, help="Also compute the IR spectrum into this CSV.")
 @click.option("--plot", default=None, help="Spectrum plot PNG (with --spectrum, or alone).")
-@click.option("--stride", default=1, show_default=True, help="Evaluate every K-th frame.")
+@click.option("--stride", default=1, show_default=True, type=click.IntRange(min=1), help="Evaluate every K-th frame.")
 @click.option("--groups", multiple=True, help="Extra groups as MDAnalysis selections, NAME=SELECTION "
               "(e.g. 'water=name O H'); element groups are always written.")
-@click.option("--batch-size", type=int, default=None,
+@click.option("--batch-size", type=click.IntRange(min=1), default=None,
               help="Frames per model call (default 1 on the CPU, where batching only costs memory; 16 on a GPU).")
 @click.option("--device", default="cpu", show_default=True, help="torch device: cpu or cuda.")
 @click.option("--format", "fmt", default=None, type=click.Choice(["extxyz", "h5md", "lammpsdump", "ipi", "ase"]),
               help="Trajectory format (default: from the file name and content).")
 @click.option("--units", "lammps_units", default="real", show_default=True,
               help="LAMMPS unit style of dumps (real: Å, fs, Å/fs; metal: Å, ps, Å/ps; si; cgs; electron).")
-@click.option("--timestep", type=float, default=None,
+@click.option("--timestep", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Time between steps for files without times: fs, or the LAMMPS time unit for dumps.")
 @click.option("--types", default=None, help="Elements of LAMMPS atom types 1, 2, …, e.g. 'O H'.")
-@click.option("--temperature", type=float, default=None,
+@click.option("--temperature", type=click.FloatRange(min=0, min_open=True), default=None,
               help="K, stored for the spectrum (default: kinetic temperature of the first frame).")
-@click.option("--max-lag", default=2000.0, show_default=True, help="Spectrum correlation length in fs.")
+@click.option("--max-lag", default=2000.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
+              help="Spectrum correlation length in fs (capped at the run length, with a warning).")
+@click.option("--max-wavenumber", default=4500.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
+              help="Upper limit of the spectrum plot (cm⁻¹).")
 @click.option("--estimator", default="centroid", show_default=True, type=click.Choice(["centroid", "centroid-apt"]),
               help="PIMD centroid series: bead average of Σ P(r_k)·v_k, or the APT at the centroid.")
 @click.option("--overwrite", is_flag=True, help="Start the output anew instead of continuing it.")
@@ -288,8 +328,8 @@ def models():
 @click.option("--shard-frames", type=int, default=None,
               help="Output frames per shard with --distributed (default: all frames divided by the ranks).")
 def post(trajectories, model, output, spectrum_csv, plot, stride, groups, batch_size, device, fmt, lammps_units,
-         timestep, types, temperature, max_lag, estimator, overwrite, threads, quiet, compile_model, distributed,
-         shard_frames):
+         timestep, types, temperature, max_lag, max_wavenumber, estimator, overwrite, threads, quiet, compile_model,
+         distributed, shard_frames):
     """Run the APT model over finished MD trajectories and stream dM/dt to HDF5 (then the IR spectrum).
 
     TRAJECTORIES: LAMMPS dumps, H5MD, extxyz/ASE files, i-PI output (a `prefix.pos_0.xyz` file brings in
@@ -336,13 +376,23 @@ def post(trajectories, model, output, spectrum_csv, plot, stride, groups, batch_
                 run(open_sources(path), model, out, settings, list(groups), device, estimator)
                 click.echo(f"wrote {out}")
         if spectrum_csv or plot:
+            import warnings
+
+            from aptnn.io.stream import n_frames, read_info
+            from aptnn.spectrum_checks import time_step
+            from aptnn.units import C_CM_PER_FS
+
             spec = compute_spectrum(streams, max_lag_fs=max_lag, temperature_K=temperature)
+            length, path = min(((n_frames(p) - 1) * time_step(p, read_info(p)), p) for p in streams)
+            if length < max_lag:  # the spectrum cut the lag to the shortest run: say so
+                warnings.warn(f"{path}: the run is {length:g} fs long, shorter than --max-lag {max_lag:g} fs: the "
+                              f"correlation is cut to {length:g} fs (resolution "
+                              f"~{1 / (C_CM_PER_FS * length):.0f} cm⁻¹)", UserWarning, stacklevel=1)
             csv = spectrum_csv or str(Path(plot).with_suffix(".csv"))
             spec.write_csv(csv)
             if plot:
-                spec.plot(plot, title=", ".join(trajectories))
-            peaks = ", ".join(f"{p:.0f}" for p in spec.peaks())
-            click.echo(f"{spec.quantity}: peaks at {peaks} cm⁻¹; wrote {csv}" + (f" and {plot}" if plot else ""))
+                spec.plot(plot, title=", ".join(trajectories), max_wavenumber=max_wavenumber)
+            click.echo(f"{spec.summary()}; wrote {csv}" + (f" and {plot}" if plot else ""))
 
     _run(go)
 

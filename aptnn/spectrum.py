@@ -33,9 +33,17 @@ QCFS = ("harmonic", "standard", "schofield", "none")
 WINDOWS = ("hann", "hamming", "blackman", "gaussian", "none")
 
 
+#: Upper end (cm⁻¹) of plots unless asked otherwise: every fundamental band of molecular liquids lies below it.
+DEFAULT_MAX_WAVENUMBER = 4500.0
+
+
 @dataclass
 class Spectrum:
-    """A spectrum on a wavenumber grid; ``columns`` maps names to arrays, ``units`` names their unit."""
+    """A spectrum on a wavenumber grid; ``components`` maps names to arrays in the unit of ``total``.
+
+    ``series``: the stream series averaged into ``total`` (e.g. ``["total"]``, ``["centroid"]`` or the beads).
+    CSV headers, plot legend and summary name them, so that what is shown is what was computed.
+    """
 
     wavenumber: np.ndarray                      # cm⁻¹
     total: np.ndarray                           # cm⁻¹ (α n) or cm² (σ)
@@ -43,35 +51,73 @@ class Spectrum:
     quantity: str                               # "alpha_n_cm-1" or "cross_section_cm2"
     components: dict[str, np.ndarray] = field(default_factory=dict)
     n_blocks: int = 1
+    series: list[str] = field(default_factory=list)
 
     @property
     def unit(self) -> str:
         return "cm^-1" if self.quantity.endswith("cm-1") else "cm^2"
 
+    @property
+    def unit_suffix(self) -> str:
+        """The unit as CSV headers write it after the name: ``cm-1`` (α n) or ``cm2`` (σ)."""
+        return "cm-1" if self.quantity.endswith("cm-1") else "cm2"
+
+    @property
+    def label(self) -> str:
+        """What ``total`` is: one series' name, "mean of bead0…bead3" for several, "total" when unknown."""
+        if not self.series:
+            return "total"
+        if len(self.series) == 1:
+            return self.series[0]
+        if len(self.series) == 2:
+            return f"mean of {self.series[0]}, {self.series[1]}"
+        return f"mean of {self.series[0]}…{self.series[-1]}"
+
     def integral(self) -> float:
         """∫ spectrum dν̃ over the grid (cm⁻² for α n, cm for σ)."""
         return float(np.trapezoid(self.total, self.wavenumber))
 
-    def peaks(self, count: int = 3, min_wavenumber: float = 50.0) -> list[float]:
-        """Wavenumbers (cm⁻¹) of the ``count`` most prominent maxima, ascending."""
+    def peaks(self, count: int = 6, min_wavenumber: float = 50.0, min_prominence: float = 0.03) -> list[float]:
+        """Wavenumbers (cm⁻¹) of at most ``count`` maxima, ascending: the most prominent of those above
+        ``min_wavenumber`` (cm⁻¹) whose prominence is at least ``min_prominence`` × the spectrum's maximum there
+        (so a weak band such as water's bend is listed next to a strong stretch, and noise wiggles are not)."""
         sel = self.wavenumber >= min_wavenumber
-        idx, props = signal.find_peaks(self.total[sel], prominence=0)
-        best = idx[np.argsort(props["prominences"])[::-1][:count]]
+        values = self.total[sel]
+        idx, props = signal.find_peaks(values, prominence=0)
+        scale = float(np.max(values)) if values.size else 0.0
+        keep = props["prominences"] >= min_prominence * scale
+        idx, prom = idx[keep], props["prominences"][keep]
+        best = idx[np.argsort(prom)[::-1][:count]]
         return sorted(float(v) for v in self.wavenumber[sel][best])
 
+    def summary(self) -> str:
+        """One line: quantity, series, peak positions (cm⁻¹) and the integrated intensity (cm⁻² or cm)."""
+        peaks = ", ".join(f"{p:.0f}" for p in self.peaks()) or "none"
+        unit = "cm⁻²" if self.unit == "cm^-1" else "cm"
+        return (f"{self.quantity} ({self.label}): peaks at {peaks} cm⁻¹; integrated intensity "
+                f"{self.integral():.6g} {unit}")
+
     def write_csv(self, path: str | os.PathLike) -> None:
-        """CSV: wavenumber_cm-1, the total, its ± error, then decomposition columns (same unit)."""
+        """CSV with one header line, every column named ``name_unit``: ``wavenumber_cm-1``, the total
+        (``alpha_n_cm-1`` or ``cross_section_cm2``), its standard error (``alpha_n_cm-1_err``), then the
+        decomposition columns in the total's unit, e.g. ``group:O_cm-1`` and the cross term ``group:O|group:H_cm-1``.
+        """
         names = ["wavenumber_cm-1", self.quantity, f"{self.quantity}_err"]
         cols = [self.wavenumber, self.total, self.error]
         for name, values in self.components.items():
-            names.append(f"{name} [{self.unit}]")
+            names.append(f"{name}_{self.unit_suffix}")
             cols.append(values)
         tmp = f"{path}.part"
         np.savetxt(tmp, np.column_stack(cols), delimiter=",", header=",".join(names), comments="", fmt="%.8e")
         os.replace(tmp, path)
 
-    def plot(self, path: str | os.PathLike, title: str = "", max_wavenumber: float | None = None) -> None:
-        """PNG of the spectrum (and its ± error band, components) up to ``max_wavenumber`` cm⁻¹ (> 0)."""
+    def plot(self, path: str | os.PathLike, title: str = "",
+             max_wavenumber: float | None = DEFAULT_MAX_WAVENUMBER) -> dict:
+        """PNG of the spectrum (± error band, components) from 0 to ``max_wavenumber`` cm⁻¹ (> 0; None: the whole
+        grid, up to the Nyquist wavenumber), capped at the grid's end. The y range fits the data shown.
+
+        Returns ``{"xlim": (lo, hi) cm⁻¹, "ylim": (lo, hi), "legend": [labels]}`` of the figure written.
+        """
         if max_wavenumber is not None:
             max_wavenumber = checks.positive_number(max_wavenumber, "maximum wavenumber (--max-wavenumber)",
                                                     "cm⁻¹")
@@ -80,22 +126,28 @@ class Spectrum:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
+        hi = float(self.wavenumber[-1]) if max_wavenumber is None else min(max_wavenumber, float(self.wavenumber[-1]))
+        shown = self.wavenumber <= hi
         fig, ax = plt.subplots(figsize=(7, 4), dpi=120)
-        ax.plot(self.wavenumber, self.total, "k-", lw=1.2, label="total")
+        ax.plot(self.wavenumber[shown], self.total[shown], "k-", lw=1.2, label=self.label)
         if np.isfinite(self.error).any():
-            ax.fill_between(self.wavenumber, self.total - self.error, self.total + self.error, color="0.6",
-                            alpha=0.5, lw=0, label=f"± s.e. ({self.n_blocks} blocks)")
+            ax.fill_between(self.wavenumber[shown], (self.total - self.error)[shown],
+                            (self.total + self.error)[shown], color="0.6", alpha=0.5, lw=0,
+                            label=f"± s.e. ({self.n_blocks} blocks)")
         for name, values in self.components.items():
-            ax.plot(self.wavenumber, values, lw=0.8, label=name)
+            ax.plot(self.wavenumber[shown], values[shown], lw=0.8, label=name)
         label = "α(ν̃) n(ν̃) / cm⁻¹" if self.unit == "cm^-1" else "cross-section σ(ν̃) / cm²"
         ax.set_xlabel("wavenumber ν̃ / cm⁻¹")
         ax.set_ylabel(label)
-        ax.set_xlim(0, max_wavenumber or self.wavenumber[-1])
+        ax.set_xlim(0, hi)
         ax.set_title(title)
-        ax.legend(fontsize=8)
+        legend = ax.legend(fontsize=8)
         fig.tight_layout()
         fig.savefig(path)
+        info = {"xlim": tuple(float(v) for v in ax.get_xlim()), "ylim": tuple(float(v) for v in ax.get_ylim()),
+                "legend": [t.get_text() for t in legend.get_texts()]}
         plt.close(fig)
+        return info
 
 
 def window(name: str, n_lags: int) -> np.ndarray:
@@ -236,7 +288,7 @@ def compute_spectrum(paths: list[str], *, max_lag_fs: float = 2000.0, window_nam
         components[f"{g}"] = shapes[n_avg + k]
     for c, (a, b) in enumerate(cross):
         components[f"{names[a]}|{names[b]}"] = shapes[len(pairs) + c]
-    return Spectrum(units.omega_to_wavenumber(omega), total, error, quantity, components, nb)
+    return Spectrum(units.omega_to_wavenumber(omega), total, error, quantity, components, nb, averaged)
 
 
 def _mean(path: str, names: list[str], chunk: int) -> np.ndarray:

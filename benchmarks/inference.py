@@ -2,14 +2,19 @@
 
     python benchmarks/inference.py [--model water-rpbe-d3] [--repeats 7]
 
-Reports medians over repeats of wall time and CPU time (process time, all threads) per frame, with 1 and 2
-torch threads, for: the neighbour list alone, the shipped model (eager and torch.compile'd), and as a
-baseline in the same run a paper-sized network of the same architecture (20 channels per irrep, random
-weights). The machine may be shared: CPU seconds are the steadier number.
+Reports medians over repeats of wall time and CPU time (process time, all threads) per frame (one frame per
+call), with 1 and 2 torch threads, for: the neighbour list alone, the shipped model (eager and
+torch.compile'd), and as a baseline in the same run a paper-sized network of the same architecture (20
+channels per irrep, random weights). The conditions are printed first: torch version, CPU cores, the load
+average (1 min) at the start and after each thread count. The machine may be shared: CPU seconds are the
+steadier number, and with more runnable processes than cores, 2 threads can be far slower than 1 (OpenMP
+threads wait for each other).
 """
 from __future__ import annotations
 
 import argparse
+import os
+import platform
 import statistics
 import time
 from pathlib import Path
@@ -41,6 +46,7 @@ def main() -> None:
     parser.add_argument("--data", default=str(DATA))
     parser.add_argument("--repeats", type=int, default=7)
     args = parser.parse_args()
+    load_start = os.getloadavg()[0]
     atoms = read_frames(args.data, index=0)[0]
     big = atoms.repeat((2, 2, 2))
     predictor = APTPredictor.load(args.model)
@@ -48,9 +54,14 @@ def main() -> None:
     net = predictor.members[0]
     baseline = APTNetwork(ModelConfig(species=net.config.species, channels=20,
                                       avg_neighbours=net.config.avg_neighbours)).eval()
+    print(f"conditions: torch {torch.__version__}, Python {platform.python_version()}, {os.cpu_count()} CPU cores "
+          f"({platform.processor() or platform.machine()}), load average {load_start:.2f} at start "
+          f"(1 min, before this benchmark's own work), medians of {args.repeats} repeats")
     print(f"model {args.model}: {sum(p.numel() for p in net.parameters())} parameters, "
-          f"{net.config.channels} channels, lmax {net.config.lmax}, {net.config.n_layers} layers, float32")
-    print(f"{'case':48s} {'threads':>7s} {'wall ms':>9s} {'CPU ms':>9s} {'vs baseline (CPU)':>18s}")
+          f"{net.config.channels} channels, lmax {net.config.lmax}, {net.config.n_layers} layers, float32; "
+          f"{len(atoms)} atoms per frame")
+    print(f"{'case (one frame per call, times per frame)':48s} {'threads':>7s} {'wall ms':>9s} {'CPU ms':>9s} "
+          f"{'vs baseline (CPU)':>18s}")
     for threads in (1, 2):
         torch.set_num_threads(threads)
         rows = {}
@@ -73,6 +84,7 @@ def main() -> None:
             print(f"{name:48s} {threads:7d} {wall * 1e3:9.1f} {cpu * 1e3:9.1f} {base_cpu / cpu:17.2f}x")
         small, large = rows[f"{args.model}, 384 atoms"][1], rows[f"{args.model}, 3072 atoms (2x2x2)"][1]
         print(f"{'scaling CPU(3072)/CPU(384)':48s} {threads:7d} {large / small:9.2f}")
+        print(f"{'load average (1 min) after these rows':48s} {threads:7d} {os.getloadavg()[0]:9.2f}")
 
 
 if __name__ == "__main__":

@@ -114,7 +114,7 @@ def test_cli_spectrum_with_plot_and_decomposition(tmp_path):
     assert "peaks at" in res.output and "integrated intensity" in res.output
     table = np.loadtxt(tmp_path / "x.csv", delimiter=",", skiprows=1)
     header = (tmp_path / "x.csv").read_text().splitlines()[0].split(",")
-    assert header[1] == "alpha_n_cm-1" and "group:O|group:H [cm^-1]" in header
+    assert header[1] == "alpha_n_cm-1" and "group:O|group:H_cm-1" in header
     np.testing.assert_allclose(table[:, 3] + table[:, 4] + table[:, 5], table[:, 1],
                                atol=1e-9 * np.abs(table[:, 1]).max())
     assert (tmp_path / "x.png").stat().st_size > 10_000
