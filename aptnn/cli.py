@@ -233,7 +233,9 @@ def evaluate(model, files, plot, json_file, batch_size, float64, cell, threads, 
               help="Zero-padding factor of the correlation (finer grid): whole number ≥ 1, "
                    "pad × lags ≤ 2²⁰ points.")
 @click.option("--no-decompose", is_flag=True, help="Skip the group auto/cross columns.")
-@click.option("--max-wavenumber", default=4500.0, show_default=True, help="Upper limit of the plot (cm⁻¹), > 0.")
+@click.option("--max-wavenumber", default=4500.0, show_default=True,
+              help="Upper limit of the plot (cm⁻¹), > 0. The sampling must represent min(4000, this) cm⁻¹ "
+                   "(1/(2c·Δt)): coarser streams are refused unless you lower it.")
 def spectrum(streams, output, plot, max_lag, window_name, qcf, temperature, volume, series, blocks, biased,
              keep_mean, pad, no_decompose, max_wavenumber):
     """IR spectrum from dM/dt stream files (HDF5; several files = independent trajectories, averaged).
@@ -243,7 +245,7 @@ def spectrum(streams, output, plot, max_lag, window_name, qcf, temperature, volu
     (the result is the pair-count-weighted average of the single-file spectra) unless --temperature or
     --volume is given. Prints peak positions and the integrated intensity.
     """
-    from aptnn.spectrum import compute_spectrum
+    from aptnn.spectrum import REQUIRED_WAVENUMBER, compute_spectrum
     from aptnn.spectrum_checks import positive_number
 
     def go():
@@ -251,7 +253,8 @@ def spectrum(streams, output, plot, max_lag, window_name, qcf, temperature, volu
         spec = compute_spectrum(list(streams), max_lag_fs=max_lag, window_name=window_name, qcf=qcf,
                                 temperature_K=temperature, volume_A3=volume, series=list(series) or None,
                                 decompose=not no_decompose, n_blocks=blocks, biased=biased,
-                                remove_mean=not keep_mean, pad=pad)
+                                remove_mean=not keep_mean, pad=pad,
+                                required_wavenumber=min(REQUIRED_WAVENUMBER, max_wavenumber))
         spec.write_csv(output)
         if plot:
             spec.plot(plot, title=", ".join(streams), max_wavenumber=max_wavenumber)
@@ -314,7 +317,7 @@ def models():
 @click.option("--max-lag", default=2000.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
               help="Spectrum correlation length in fs (capped at the run length, with a warning).")
 @click.option("--max-wavenumber", default=4500.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
-              help="Upper limit of the spectrum plot (cm⁻¹).")
+              help="Upper limit of the spectrum plot (cm⁻¹); the sampling must represent min(4000, this).")
 @click.option("--estimator", default="centroid", show_default=True, type=click.Choice(["centroid", "centroid-apt"]),
               help="PIMD centroid series: bead average of Σ P(r_k)·v_k, or the APT at the centroid.")
 @click.option("--overwrite", is_flag=True, help="Start the output anew instead of continuing it.")
@@ -379,10 +382,12 @@ def post(trajectories, model, output, spectrum_csv, plot, stride, groups, batch_
             import warnings
 
             from aptnn.io.stream import n_frames, read_info
+            from aptnn.spectrum import REQUIRED_WAVENUMBER
             from aptnn.spectrum_checks import time_step
             from aptnn.units import C_CM_PER_FS
 
-            spec = compute_spectrum(streams, max_lag_fs=max_lag, temperature_K=temperature)
+            spec = compute_spectrum(streams, max_lag_fs=max_lag, temperature_K=temperature,
+                                    required_wavenumber=min(REQUIRED_WAVENUMBER, max_wavenumber))
             length, path = min(((n_frames(p) - 1) * time_step(p, read_info(p)), p) for p in streams)
             if length < max_lag:  # the spectrum cut the lag to the shortest run: say so
                 warnings.warn(f"{path}: the run is {length:g} fs long, shorter than --max-lag {max_lag:g} fs: the "

@@ -29,6 +29,7 @@ from aptnn.correlation import CorrelationAccumulator
 from aptnn.errors import InputError
 from aptnn.io.stream import read_chunks, read_info
 
+REQUIRED_WAVENUMBER = 4000.0   # cm⁻¹ a spectrum must represent unless the user asks for less (O–H stretch)
 QCFS = ("harmonic", "standard", "schofield", "none")
 WINDOWS = ("hann", "hamming", "blackman", "gaussian", "none")
 
@@ -218,7 +219,7 @@ def compute_spectrum(paths: list[str], *, max_lag_fs: float = 2000.0, window_nam
                      qcf: str = "harmonic", temperature_K: float | None = None, volume_A3: float | None = None,
                      series: list[str] | None = None, decompose: bool = True, n_blocks: int | None = None,
                      biased: bool = False, remove_mean: bool = True, pad: int = 4,
-                     chunk: int = 1 << 18) -> Spectrum:
+                     chunk: int = 1 << 18, required_wavenumber: float = REQUIRED_WAVENUMBER) -> Spectrum:
     """IR spectrum from one or several stream files (independent trajectories, correlations averaged per lag).
 
     ``max_lag_fs`` (fs, > 0) is capped at the shortest file's length; ``n_blocks`` time blocks per file (each of
@@ -232,6 +233,8 @@ def compute_spectrum(paths: list[str], *, max_lag_fs: float = 2000.0, window_nam
     the frames are read; a bad one raises :class:`InputError`.
     ``series``: glob patterns of series averaged into the total (e.g. ``bead*``); group series
     (``group:*``) give auto and cross columns that add up to the total when the groups partition the atoms.
+    ``required_wavenumber`` (cm⁻¹): the sampling must represent at least this much (Nyquist 1/(2cΔt)); files
+    sampled too coarsely (e.g. every 10th step) are refused rather than aliased — lower it explicitly to accept.
     """
     max_lag_fs, temperature_K, volume_A3, n_blocks, pad = checks.check_options(
         max_lag_fs=max_lag_fs, window_name=window_name, qcf=qcf, temperature_K=temperature_K,
@@ -246,6 +249,11 @@ def compute_spectrum(paths: list[str], *, max_lag_fs: float = 2000.0, window_nam
             raise InputError(f"series {info.series} differ from {first.series} of {paths[0]}", p)
     conditions = checks.file_conditions(paths, infos, temperature_K, volume_A3)
     dt = checks.time_step(paths[0], first)
+    nyquist = 1.0 / (2.0 * units.C_CM_PER_FS * dt)
+    if nyquist < required_wavenumber:
+        raise InputError(f"sampled every {dt:g} fs, which represents only up to {nyquist:.0f} cm⁻¹ (not "
+                         f"{required_wavenumber:g}): bands above alias into the spectrum; sample more often, or "
+                         f"accept the range explicitly (--max-wavenumber {int(nyquist)})", paths[0])
     frames = []
     for path, info in zip(paths, infos):
         step = checks.time_step(path, info)

@@ -1,6 +1,7 @@
 """Spectrum engine: correlations against direct sums, sum rule, peaks, decomposition, absolute units."""
 import numpy as np
 import pytest
+from click.testing import CliRunner
 from scipy import constants as si
 
 from aptnn import units
@@ -387,3 +388,22 @@ def test_default_blocks_fit_short_files(tmp_path):
     assert compute_spectrum([write(tmp_path / "c.h5", rng.normal(size=(40, 1, 3)))], max_lag_fs=2).n_blocks == 8
     with pytest.raises(InputError, match="a.h5: 4 blocks .* use at most 3 blocks"):
         compute_spectrum([pa, pb], max_lag_fs=1.0, n_blocks=4)
+
+
+def test_sampling_too_coarse_for_4000_cm_is_refused_unless_the_range_is_lowered(tmp_path):
+    """Every 10th step of 0.5 fs (5 fs) represents only 3336 cm⁻¹: the O–H stretch would alias."""
+    from aptnn.cli import main
+
+    x = np.random.default_rng(3).normal(size=(400, 1, 3))
+    path = tmp_path / "coarse.h5"
+    with StreamWriter(path, ["total"], dt_fs=5.0, temperature_K=300.0, volume_A3=1000.0) as w:
+        w.append(5.0 * np.arange(400), x)
+    with pytest.raises(InputError, match="represents only up to 3336 cm⁻¹"):
+        compute_spectrum([path], max_lag_fs=200)
+    res = CliRunner().invoke(main, ["spectrum", str(path), "-o", str(tmp_path / "s.csv")])
+    assert res.exit_code == 2 and "--max-wavenumber 3335" in res.stderr
+    res = CliRunner().invoke(main, ["spectrum", str(path), "-o", str(tmp_path / "s.csv"),
+                                                    "--max-wavenumber", "3300"])
+    assert res.exit_code == 0, res.stderr
+    assert compute_spectrum([path], max_lag_fs=200, required_wavenumber=3300).wavenumber[-1] == pytest.approx(
+        3335.6, abs=0.1)
