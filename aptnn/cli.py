@@ -17,6 +17,9 @@ from aptnn.errors import APTNNError
 
 def _run(fn):
     """Turn aptnn's own errors into one clear line on stderr and exit status 2."""
+    from aptnn.progress import setup_warnings
+
+    setup_warnings()
     try:
         return fn()
     except APTNNError as err:
@@ -306,12 +309,18 @@ def models():
               help="Frames per model call (default 1 on the CPU, where batching only costs memory; 16 on a GPU).")
 @click.option("--device", default="cpu", show_default=True, help="torch device: cpu or cuda.")
 @click.option("--format", "fmt", default=None, type=click.Choice(["extxyz", "h5md", "lammpsdump", "ipi", "ase"]),
-              help="Trajectory format (default: from the file name and content).")
-@click.option("--units", "lammps_units", default="real", show_default=True,
-              help="LAMMPS unit style of dumps (real: Å, fs, Å/fs; metal: Å, ps, Å/ps; si; cgs; electron).")
+              help="Trajectory format (default: from the content — HDF5, LAMMPS dumps plain or gzip/bzip2/xz — and "
+                   "the name); 'ase' forces ASE's reader.")
+@click.option("--units", "lammps_units", default=None,
+              help="LAMMPS unit style of the run (lengths, times and --timestep, velocities): real (Å, fs, Å/fs), "
+                   "metal (Å, ps, Å/ps), si (m, s, m/s), cgs (cm, s, cm/s), electron (bohr, fs, bohr/fs), micro "
+                   "(µm, µs, µm/µs), nano (nm, ns, nm/ns). Required for LAMMPS dumps unless the dump says it "
+                   "('dump_modify ID units yes') or the run's log.lammps (or write_data file) lies next to it; "
+                   "for H5MD only datasets without a unit attribute (default real).")
 @click.option("--timestep", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Time between steps for files without times: fs, or the LAMMPS time unit for dumps.")
-@click.option("--types", default=None, help="Elements of LAMMPS atom types 1, 2, …, e.g. 'O H'.")
+@click.option("--types", default=None, help="Elements of LAMMPS atom types 1, 2, …, e.g. 'O H' (dumps without an "
+              "element column, H5MD species); checked against an element column when both are present.")
 @click.option("--temperature", type=click.FloatRange(min=0, min_open=True), default=None,
               help="K, stored for the spectrum (default: kinetic temperature of the first frame).")
 @click.option("--max-lag", default=2000.0, show_default=True, type=click.FloatRange(min=0, min_open=True),

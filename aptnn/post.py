@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import os
+import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +16,6 @@ from typing import Iterator
 
 import numpy as np
 from ase.data import atomic_masses
-from tqdm.auto import tqdm
 
 from aptnn.engine import DipoleDerivativeEngine
 from aptnn.errors import InputError, OutputError
@@ -24,6 +24,7 @@ from aptnn.io.stream import CHECK_SIZE, StreamWriter, frame_check, read_checks
 from aptnn.io.trajectory import FrameSource, MDFrame
 from aptnn.model.checkpoint import read_config
 from aptnn.predict import APTPredictor
+from aptnn.progress import progress_bar
 
 
 @dataclass
@@ -174,7 +175,8 @@ def run(sources: list[FrameSource], model: str, output: str, settings: PostSetti
             for j, b in enumerate(batch)])
         label = f"velocity/{estimator}"
     return _stream(selected, sources, series, compute, label, model, output, settings,
-                   (temperature, temperature_source), len(symbols), start // settings.stride)
+                   (temperature, temperature_source), len(symbols), start // settings.stride,
+                   _output_frames(sources[0], settings.stride, frame_range))
 
 
 def check_temperature(kinetic: float, given: float | None, path: str) -> float:
@@ -215,12 +217,12 @@ def _lockstep(sources: list[FrameSource], iterators) -> Iterator[list[MDFrame]]:
 
 
 def _stream(steps, sources, series, compute, label, model, output, settings, temperature, natoms,
-            start: int = 0) -> str:
+            start: int = 0, total: int | None = None) -> str:
     source = sources[0]
     buffer: list[list[MDFrame]] = []
     writer = None
     name = Path(source.path).name + (f" from output frame {start}" if start else "")
-    bar = tqdm(desc=f"aptnn-post {name}", unit="frame", disable=not settings.progress)
+    bar = progress_bar(total, f"aptnn-post {name}", disable=not settings.progress)
     index, stored, dt, last_time = start, 0, None, None
     try:
         for frames in steps:
@@ -244,6 +246,9 @@ def _stream(steps, sources, series, compute, label, model, output, settings, tem
                 writer = _open_writer(output, series, label, model, sources, buffer, dt, temperature, natoms,
                                       settings)
                 stored = writer.n_frames
+                if stored and settings.progress:
+                    print(f"aptnn-post: {output} holds {stored} frames: resuming at frame {start + stored} "
+                          "(the first and last stored frames are checked against the input)", file=sys.stderr)
             if writer is not None and len(buffer) >= settings.batch_size:
                 _flush(writer, compute, buffer, stored, index, bar, settings.batch_size, source.path, start)
                 buffer = []
@@ -261,6 +266,20 @@ def _stream(steps, sources, series, compute, label, model, output, settings, tem
         if writer is not None:
             writer.close()
     return output
+
+
+def _output_frames(source: FrameSource, stride: int, frame_range: tuple[int, int] | None) -> int | None:
+    """Frames this run writes (the progress bar's total and ETA), where the source counts them cheaply."""
+    if source.format in ("extxyz", "ase"):
+        return None  # counting would read the whole file once more
+    try:
+        n = len(source)
+    except Exception:  # noqa: BLE001 — a count is only a nicety
+        return None
+    if frame_range is not None:
+        n = min(n, frame_range[1]) - frame_range[0]
+    fd = getattr(source, "finite_difference_step_fs", None) is not None
+    return max(0, -(-(n - 2 * fd) // stride))
 
 
 def _open_writer(output, series, label, model, sources, buffer, dt, temperature, natoms, settings) -> StreamWriter:

@@ -133,3 +133,43 @@ def test_post_warns_when_the_run_is_shorter_than_max_lag(tmp_path):
         warnings.simplefilter("error")  # a lag within the run: no warning
         res = CliRunner().invoke(post, [path, "--spectrum", str(tmp_path / "s.csv"), "--max-lag", "50"])
     assert res.exit_code == 0, res.output
+
+
+def test_logs_get_plain_progress_lines_resume_notice_and_one_line_warnings(tmp_path):
+    """stderr not a terminal: periodic plain lines with total and ETA, no carriage returns; a resumed run says
+    where it resumes; warnings are one `aptnn: warning:` line without Python source lines."""
+    import os
+    import subprocess
+    import sys
+
+    from aptnn.demo import run_water
+    from aptnn.io.stream import n_frames
+
+    dump = run_water(tmp_path / "md", n_molecules=8, steps=30, equilibrate=20)
+    out = tmp_path / "w.h5"
+    env = dict(os.environ, APTNN_PROGRESS_SECONDS="0")
+    cmd = [sys.executable, "-m", "aptnn.cli_post", str(dump), "-o", str(out), "--timestep", "0.5",
+           "--threads", "1", "--max-lag", "100", "--plot", str(tmp_path / "s.png")]
+    res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert "\r" not in res.stderr
+    lines = [ln for ln in res.stderr.splitlines() if ln.startswith("aptnn-post water.lammpstrj:")]
+    assert lines and re.search(r": \d+/31 frames \(\d+ %\), [\d.e+]+ frame/s", lines[-1]), res.stderr
+    warned = [ln for ln in res.stderr.splitlines() if "warning" in ln.lower()]
+    assert warned and all(ln.startswith("aptnn: warning: ") for ln in warned), res.stderr
+    assert "warnings.warn" not in res.stderr and "Guessed all Masses" not in res.stderr
+    cut(out, 12)
+    res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert f"{out} holds 12 frames: resuming at frame 12" in res.stderr
+    assert n_frames(out) == 31
+
+
+def cut(path, n):
+    """Cut a finished stream back to ``n`` frames, as an interrupted run leaves it."""
+    import h5py
+
+    with h5py.File(path, "a") as f:
+        for name in ("dMdt", "time", "check", "kinetic_temperature"):
+            f[name].resize(n, axis=0)
+        f["flushed"][0] = n
