@@ -78,8 +78,11 @@ def label(input_file, output, backend, route, method, basis, xc, cutoff_ry, d3, 
                    "of largest spread (for correlated MD frames).")
 @click.option("--model", default="water-rpbe-d3", show_default=True, help="Model for fps / committee.")
 @click.option("--format", "fmt", default=None, help="Trajectory format (default: detected).")
+@click.option("--units", "lammps_units", default=None,
+              help="LAMMPS unit style of a dump (real, metal, …; see aptnn-post --help), unless the dump or the "
+                   "run's log.lammps next to it says it.")
 @click.option("--seed", default=0, show_default=True, help="Seed of the random method.")
-def select_frames(trajectory, count, output, method, model, fmt, seed):
+def select_frames(trajectory, count, output, method, model, fmt, lammps_units, seed):
     """Choose COUNT frames of TRAJECTORY for labelling (any format aptnn-post reads)."""
     from aptnn.io import write_frames
     from aptnn.io.trajectory import open_trajectory
@@ -87,7 +90,7 @@ def select_frames(trajectory, count, output, method, model, fmt, seed):
     from aptnn.select import select
 
     def go():
-        frames = [f.atoms for f in open_trajectory(trajectory, fmt)]
+        frames = [f.atoms for f in open_trajectory(trajectory, fmt, lammps_units)]
         predictor = APTPredictor.load(model) if method != "random" else None
         chosen, scores = select(frames, count, method, predictor, seed)
         out = []
@@ -121,9 +124,12 @@ def select_frames(trajectory, count, output, method, model, fmt, seed):
 @click.option("--epochs", default=60, show_default=True, help="Training epochs per round.")
 @click.option("--channels", default=4, show_default=True, help="Model channels per irrep.")
 @click.option("--cutoff", default=5.0, show_default=True, help="Model cutoff in Å.")
+@click.option("--units", "lammps_units", default=None,
+              help="LAMMPS unit style of a dump (real, metal, …; see aptnn-post --help), unless the dump or the "
+                   "run's log.lammps next to it says it.")
 @click.option("--seed", default=0, show_default=True)
 def learn(pool, test_file, output, initial, per_round, rounds, method, members, target_rmse,
-          target_intensity_spread, epochs, channels, cutoff, seed):
+          target_intensity_spread, epochs, channels, cutoff, lammps_units, seed):
     """Active learning on POOL (any trajectory aptnn-post reads): select → label (xTB) → retrain → test.
 
     Resumable: re-running with the same OUTPUT continues after the last finished round; no frame is labelled
@@ -136,7 +142,7 @@ def learn(pool, test_file, output, initial, per_round, rounds, method, members, 
 
     def go():
         frames = []
-        for f in open_trajectory(pool):
+        for f in open_trajectory(pool, lammps_units=lammps_units):
             if f.velocities is not None and "momenta" not in f.atoms.arrays:
                 f.atoms.arrays["velocities"] = f.velocities  # Å/fs, for the IR-intensity spread
             frames.append(f.atoms)
@@ -204,7 +210,7 @@ def demo(output, molecules, steps, dump_every, equilibrate, dt, water_model, mod
         md = time.perf_counter()
         click.echo(f"2/3 APT model over the trajectory → dM/dt stream, {n_threads} torch thread(s) on "
                    f"{os.cpu_count()} cores ({md - start:.0f} s so far) …")
-        stream = run(open_run(str(dump), timestep=dt), model, str(out / "water.dmdt.h5"),
+        stream = run(open_run(str(dump), lammps_units="real", timestep=dt), model, str(out / "water.dmdt.h5"),
                      PostSettings(overwrite=True))
         apt = time.perf_counter()
         click.echo(f"3/3 spectrum ({apt - start:.0f} s so far) …")

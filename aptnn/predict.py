@@ -6,13 +6,13 @@ from typing import Iterable
 import numpy as np
 import torch
 from ase import Atoms
-from tqdm.auto import tqdm
 
 from aptnn.errors import InputError
 from aptnn.frames import APT_KEY, APT_STD_KEY, check_frame, set_apt
 from aptnn.graph import collate, frame_graph
 from aptnn.model.checkpoint import load_checkpoint
 from aptnn.model.network import APTNetwork
+from aptnn.progress import progress_bar
 
 
 class APTPredictor:
@@ -124,7 +124,7 @@ class APTPredictor:
         """Copies of ``frames`` with ``apt`` (and ``apt_std`` for committees) arrays, N×9 row-major, e."""
         frames = list(frames)
         out = []
-        bar = tqdm(total=total or len(frames), desc="predict", unit="frame", disable=not progress)
+        bar = progress_bar(total=total or len(frames), desc="predict", unit="frame", disable=not progress)
         for k in range(0, len(frames), batch_size):
             chunk = frames[k:k + batch_size]
             means, stds = self.predict_batch(chunk, source, k)

@@ -33,8 +33,9 @@ def _eta(seconds: float) -> str:
 class LineProgress:
     """The few methods of a tqdm bar that aptnn uses, printing a plain line every ``interval`` seconds."""
 
-    def __init__(self, total: int | None, desc: str, unit: str, interval: float, stream=None):
+    def __init__(self, total: int | None, desc: str, unit: str, interval: float, stream=None, iterable=None):
         self.total, self.desc, self.unit, self.interval = total, desc, unit, interval
+        self.iterable = iterable
         self.stream = stream or sys.stderr
         self.n = 0
         self._start = self._last = time.monotonic()
@@ -57,8 +58,16 @@ class LineProgress:
             text += f" {self.unit}s, {rate:.3g} {self.unit}/s"
         print(text, file=self.stream, flush=True)
 
+    def __iter__(self):
+        for item in self.iterable:
+            yield item
+            self.update(1)
+
     def set_postfix_str(self, text: str) -> None:  # tqdm compatibility; shown in the next line
         self.desc = self.desc.split(" [", 1)[0] + f" [{text}]"
+
+    def set_postfix(self, **values) -> None:
+        self.set_postfix_str(", ".join(f"{k}={v}" for k, v in values.items()))
 
     def close(self) -> None:
         if self.n and time.monotonic() - self._start >= self.interval:
@@ -66,13 +75,16 @@ class LineProgress:
 
 
 def progress_bar(total: int | None = None, desc: str = "", unit: str = "frame", disable: bool = False,
-                 initial: int = 0):
-    """A progress bar with total and ETA where ``total`` is known: tqdm on a terminal, else :class:`LineProgress`."""
+                 initial: int = 0, iterable=None):
+    """A progress bar with total and ETA where ``total`` is known: tqdm on a terminal, else :class:`LineProgress`.
+    With ``iterable`` it is iterated like ``tqdm(iterable)`` (total from ``len`` when not given)."""
+    if total is None and iterable is not None and hasattr(iterable, "__len__"):
+        total = len(iterable)
     if disable:
-        return tqdm(total=total, disable=True)
+        return tqdm(iterable, total=total, disable=True)
     if sys.stderr.isatty():
-        return tqdm(total=total, desc=desc, unit=unit, initial=initial, dynamic_ncols=True)
-    bar = LineProgress(total, desc, unit, float(os.environ.get("APTNN_PROGRESS_SECONDS", 30)))
+        return tqdm(iterable, total=total, desc=desc, unit=unit, initial=initial, dynamic_ncols=True)
+    bar = LineProgress(total, desc, unit, float(os.environ.get("APTNN_PROGRESS_SECONDS", 30)), iterable=iterable)
     bar.n = initial
     return bar
 

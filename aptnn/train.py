@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from ase import Atoms
-from tqdm.auto import tqdm
 
 from aptnn import __version__
 from aptnn.distributed import SERIAL, Context, all_sum, any_rank, gather_objects
@@ -22,6 +21,7 @@ from aptnn.graph import FrameGraph, collate, frame_graph
 from aptnn.model.checkpoint import save_checkpoint
 from aptnn.model.network import APTNetwork, ModelConfig
 from aptnn.model.tensor import change_of_basis, normalisation_stats, to_irreps
+from aptnn.progress import progress_bar
 
 
 @dataclass
@@ -174,8 +174,8 @@ def _fit(train, valid, species, settings, log_path, progress, member, ctx, **mod
     writer = csv.writer(log) if log else None
     if writer:
         writer.writerow(["epoch", "wall_s", "lr", "train_rmse_e", "valid_rmse_e"])
-    bar = tqdm(range(1, settings.epochs + 1), desc=f"train member {member}", disable=not progress,
-               unit="epoch")
+    bar = progress_bar(iterable=range(1, settings.epochs + 1), desc=f"train member {member}", disable=not progress,
+                       unit="epoch")
     try:
         for epoch in bar:
             model.train()

@@ -60,16 +60,28 @@ def omega_to_wavenumber(omega_rad_per_fs):
     return np.asarray(omega_rad_per_fs) / (2 * np.pi * C_CM_PER_FS)
 
 # --- MD engine unit systems: factor to Å, fs and Å/fs ---------------------------------------------------------
-#: LAMMPS `units` styles: (length → Å, time → fs, velocity → Å/fs)
+#: LAMMPS `units` styles: (length → Å, time → fs, velocity → Å/fs). Checked against LAMMPS itself
+#: (tests/test_lammps_dumps.py: `velocity create 300` read back as 300 K in every style). Electron velocities
+#: are bohr/fs (LAMMPS integrates x += v·dt with dt in fs), whatever the manual's "atomic time units" suggests.
 LAMMPS_UNITS: dict[str, tuple[float, float, float]] = {
     "real": (1.0, 1.0, 1.0),
     "metal": (1.0, 1e3, 1e-3),
     "si": (1e10, 1e15, 1e-5),
     "cgs": (1e8, 1e15, 1e-7),
-    "electron": (BOHR_TO_ANGSTROM, 1.0, BOHR_TO_ANGSTROM / AU_TIME_TO_FS),
+    "electron": (BOHR_TO_ANGSTROM, 1.0, BOHR_TO_ANGSTROM),
     "micro": (1e4, 1e9, 1e-5),
     "nano": (10.0, 1e6, 1e-5),
 }
+#: LAMMPS unit styles in words: (length, time, velocity) of positions, timestep/time and velocities
+LAMMPS_UNIT_NAMES: dict[str, tuple[str, str, str]] = {
+    "real": ("Å", "fs", "Å/fs"), "metal": ("Å", "ps", "Å/ps"), "si": ("m", "s", "m/s"), "cgs": ("cm", "s", "cm/s"),
+    "electron": ("bohr", "fs", "bohr/fs"), "micro": ("µm", "µs", "µm/µs"), "nano": ("nm", "ns", "nm/ns"),
+}
+
+
+def lammps_styles() -> str:
+    """The LAMMPS unit styles aptnn converts, in words: ``real (Å, fs, Å/fs), metal (Å, ps, Å/ps), …``."""
+    return ", ".join(f"{k} ({', '.join(v)})" for k, v in LAMMPS_UNIT_NAMES.items())
 #: lengths in H5MD/MDAnalysis unit strings → Å
 LENGTH_TO_ANGSTROM = {"angstrom": 1.0, "a": 1.0, "å": 1.0, "nm": 10.0, "pm": 0.01, "bohr": BOHR_TO_ANGSTROM,
                       "m": 1e10, "cm": 1e8}

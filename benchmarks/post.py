@@ -64,18 +64,20 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     model = aptnn.load_model()
-    frame = next(iter(open_trajectory(str(short), timestep=0.5))).atoms
+    frame = next(iter(open_trajectory(str(short), lammps_units="real", timestep=0.5))).atoms
     model.predict(frame)
     w0 = time.perf_counter()
     for _ in range(10):
         model.predict(frame)
     base = 10 / (time.perf_counter() - w0)
-    wall, cpu, rss = run_post([str(short), "-o", str(work / "s.h5"), "--timestep", "0.5"], args.threads)
+    wall, cpu, rss = run_post([str(short), "-o", str(work / "s.h5"), "--timestep", "0.5", "--units", "real"],
+                              args.threads)
     print(f"{'case':50s} {'frames/s':>9s} {'wall s':>8s} {'CPU s':>8s} {'peak MiB':>9s}")
     print(f"{'baseline: model.predict, one frame at a time':50s} {base:9.2f}")
     print(f"{'aptnn-post, 1000 frames, every frame':50s} {1000 / wall:9.2f} {wall:8.1f} {cpu:8.1f} {rss:9.0f}")
     for name, path, n in (("1000", short, 1000), (str(args.frames), dump, args.frames)):
-        wall, cpu, rss = run_post([str(path), "-o", str(work / f"m{n}.h5"), "--timestep", "0.5", "--stride", "10"],
+        wall, cpu, rss = run_post([str(path), "-o", str(work / f"m{n}.h5"), "--timestep", "0.5", "--units", "real",
+                                   "--stride", "10"],
                                   args.threads)
         print(f"{'aptnn-post --stride 10, ' + name + ' frames read':50s} {n / 10 / wall:9.2f} {wall:8.1f} "
               f"{cpu:8.1f} {rss:9.0f}")

@@ -43,7 +43,8 @@ def main() -> None:
         dumps.append(run_water(run_dir, n_molecules=128, steps=args.frames - 1, dt_fs=0.5, equilibrate=200,
                                seed=k + 1))
     names = [str(d) for d in dumps]
-    post = [sys.executable, "-m", "aptnn.cli_post", *names, "--timestep", "0.5", "--quiet", "--overwrite"]
+    post = [sys.executable, "-m", "aptnn.cli_post", *names, "--timestep", "0.5", "--units", "real", "--quiet",
+            "--overwrite"]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     n = args.frames * args.trajectories
     base = timed([*post, "--threads", "1"], work)

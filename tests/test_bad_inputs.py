@@ -31,7 +31,7 @@ from aptnn.cli import main, post
 from aptnn.model.checkpoint import SHIPPED_DIR
 
 ELEMENTS = ["O", "H", "H", "O", "H", "H"]
-DUMP = ("--types", "O H", "--timestep", "0.5", "--quiet")
+DUMP = ("--types", "O H", "--timestep", "0.5", "--quiet", "--units", "real")
 
 
 def dimer() -> np.ndarray:
@@ -41,7 +41,8 @@ def dimer() -> np.ndarray:
 
 
 def write_dump(path: Path, frames: int = 4, columns: str = "id type element xu yu zu vx vy vz", shift: float = 0.0,
-               natoms=lambda k: 6, element=lambda k, i: ELEMENTS[i], velocity=lambda k, i: None) -> Path:
+               natoms=lambda k: 6, element=lambda k, i: ELEMENTS[i], velocity=lambda k, i: None,
+               digits: int | None = None) -> Path:
     """A LAMMPS custom dump (real units) of the dimer; the lambdas make frame k / atom i bad."""
     types, pos, rng = {"O": 1, "H": 2}, dimer(), np.random.default_rng(0)
     with open(path, "w") as fh:
@@ -55,7 +56,8 @@ def write_dump(path: Path, frames: int = 4, columns: str = "id type element xu y
                 v = rng.normal(scale=0.005, size=3) if v is None else v
                 el = element(k, i)
                 row = {"id": i + 1, "type": types[el], "element": el, "vx": v[0], "vy": v[1], "vz": v[2]}
-                row.update({c: x[j] for j, c in enumerate(("xu", "yu", "zu"))})
+                row.update({c: x[j] if digits is None else f"{x[j]:.{digits}g}"
+                            for j, c in enumerate(("xu", "yu", "zu"))})
                 fh.write(" ".join(str(row[c]) for c in columns.split()) + "\n")
     return path
 
@@ -105,7 +107,7 @@ def files(tmp_path_factory) -> Path:
     write_dump(d / "zero1.lammpstrj", natoms=lambda k: 0 if k == 1 else 6)
     write_dump(d / "element.lammpstrj", element=lambda k, i: "O" if (k, i) == (1, 5) else ELEMENTS[i])
     write_dump(d / "nanvel.lammpstrj", velocity=lambda k, i: [np.nan, 0, 0] if (k, i) == (2, 4) else None)
-    write_dump(d / "far.lammpstrj", shift=1e5)
+    write_dump(d / "far.lammpstrj", shift=1e5, digits=6)  # LAMMPS' default %g: 1 Å at 1e5 Å
     with h5py.File(d / "nm.h5", "w") as f:  # H5MD in nm without unit attributes
         g = f.create_group("particles/all")
         g["position/value"] = np.array([dimer() + 0.01 * k for k in range(3)]) / 10.0
@@ -146,7 +148,7 @@ POST = {
     "zero_atoms_later_frame": ["zero1.lammpstrj", "frame 1"],
     "element_changes": ["element.lammpstrj", "frame 1: atom 5 is O but was H"],
     "nan_velocity": ["nanvel.lammpstrj", "frame 2: non-finite velocities"],
-    "float32_precision": ["far.lammpstrj", "float32"],
+    "coarse_precision": ["far.lammpstrj", "written to 1 Å only"],
     "garbage_extxyz": ["garbage.extxyz", "binary"],
     "garbage_ipi": ["garbage.pos_0.xyz", "i-PI"],
     "h5md_nm_without_units": ["nm.h5", "unit"],

@@ -93,7 +93,7 @@ def test_resume_refuses_a_replaced_trajectory_a_foreign_stream_and_another_model
     traj = tmp_path / "t.lammpstrj"
     shutil.copy(dump, traj)
     out = tmp_path / "t.h5"
-    source = open_trajectory(str(traj), timestep=0.5)
+    source = open_trajectory(str(traj), lammps_units="real", timestep=0.5)
     run([source], MODEL, str(out), PostSettings(progress=False))
     full = n_frames(out)
     # same name, other content (another run's frames): refused, the stream is untouched
@@ -108,7 +108,8 @@ def test_resume_refuses_a_replaced_trajectory_a_foreign_stream_and_another_model
         shifted.append(" ".join(parts))
     traj.write_text("\n".join(shifted) + "\n")
     with pytest.raises(OutputError, match="cannot resume: frame 0 of .* is not the frame this stream was made from"):
-        run([open_trajectory(str(traj), timestep=0.5)], MODEL, str(out), PostSettings(progress=False))
+        run([open_trajectory(str(traj), lammps_units="real", timestep=0.5)], MODEL, str(out),
+            PostSettings(progress=False))
     assert n_frames(out) == full
     # a stream without fingerprints or model (another program's file) is never continued
     foreign = tmp_path / "foreign.h5"

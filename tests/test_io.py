@@ -117,33 +117,45 @@ def _dump(path, rows_of_frame, columns="id type element xu yu zu vx vy vz", fram
     return str(path)
 
 
-def _water_rows(k, element_of_last="H", x=5.0, vx=0.001):
-    return [(1, 1, "O", x, 5.0, 5.0, vx, 0, 0), (2, 2, "H", x + 0.96, 5.0, 5.0, 0, 0, 0),
-            (3, 2 if element_of_last == "H" else 1, element_of_last, x - 0.24, 5.93, 5.0, 0, 0, 0)]
+def _water_rows(k, element_of_last="H", x=5.0, vx=0.001, digits=6):
+    """Rows of a water molecule at ``x`` Å, coordinates written with ``digits`` significant digits (%g)."""
+    g = lambda v: f"{v:.{digits}g}"  # noqa: E731
+    return [(1, 1, "O", g(x + 0.0123456), g(5.0123456), g(5.0123456), vx, 0, 0),
+            (2, 2, "H", g(x + 0.9723456), g(5.0123456), g(5.0123456), 0, 0, 0),
+            (3, 2 if element_of_last == "H" else 1, element_of_last, g(x - 0.2423456), g(5.9423456), g(5.0123456), 0,
+             0, 0)]
 
 
 def test_lammps_dump_problems_name_file_and_frame(tmp_path):
-    from aptnn.io.trajectory import open_trajectory
+    from functools import partial
 
+    from aptnn.io.trajectory import open_trajectory as open_any
+
+    open_trajectory = partial(open_any, lammps_units="real")
     good = _dump(tmp_path / "good.lammpstrj", _water_rows)
     assert [f.atoms.get_chemical_symbols() for f in open_trajectory(good)] == [["O", "H", "H"]] * 3
     cases = {
         "swap": (lambda k: _water_rows(k, "O" if k == 2 else "H"), r"frame 2: atom 2 is O but was H in frame 0"),
         "nanv": (lambda k: _water_rows(k, vx="nan" if k == 1 else 0.001), "frame 1: non-finite velocities"),
-        "count": (lambda k: _water_rows(k)[: 2 if k == 1 else 3], "frame 1: cannot read"),
-        "far": (lambda k: _water_rows(k, x=2.0e4), r"frame 0: coordinates reach 2000\d Å.*float32"),
+        "count": (lambda k: _water_rows(k)[: 2 if k == 1 else 3], "frame 1: 2 atoms instead of 3"),
+        "far": (lambda k: _water_rows(k, x=2.0e4), r"frame 0: coordinates reach 2000\d.* Å but are written to "
+                                                   r"0.1 Å only"),
     }
     for name, (rows, message) in cases.items():
         with pytest.raises(InputError, match=f"{name}.lammpstrj.*{message}"):
             list(open_trajectory(_dump(tmp_path / f"{name}.lammpstrj", rows)))
     with pytest.raises(InputError, match="frame 2: atom 2 is O"):  # a shard starting later: compared with frame 0
         list(open_trajectory(str(tmp_path / "swap.lammpstrj")).iter_range(2, 3))
-    # 4000 Å is fine with velocities (float32 steps 0.00049 Å) but not for velocities from differences
-    assert len(list(open_trajectory(_dump(tmp_path / "mid.lammpstrj", lambda k: _water_rows(k, x=4000.0))))) == 3
-    mid = _dump(tmp_path / "midfd.lammpstrj", lambda k: [r[:6] for r in _water_rows(k, x=4000.0)],
+    # text precision (LAMMPS' %g: 6 digits): 400.123 (0.001 Å) is fine with velocities (limit 1e-3 Å)…
+    assert len(list(open_trajectory(_dump(tmp_path / "mid.lammpstrj", lambda k: _water_rows(k, x=400.0))))) == 3
+    mid = _dump(tmp_path / "midfd.lammpstrj", lambda k: [r[:6] for r in _water_rows(k, x=400.0)],
                 columns="id type element xu yu zu")
-    with pytest.raises(InputError, match="position differences"):
+    with pytest.raises(InputError, match="written to 0.001 Å only .*position differences"):  # …not without them
         list(open_trajectory(mid))
+    # …unless written with more digits
+    more = _dump(tmp_path / "more.lammpstrj", lambda k: [r[:6] for r in _water_rows(k, x=400.0, digits=10)],
+                 columns="id type element xu yu zu")
+    assert len(list(open_trajectory(more))) == 3
     for name, columns, message in (("noid", "type element xu yu zu vx vy vz", "no 'id' column"),
                                    ("nox", "id type element vx vy vz", "no coordinate columns")):
         rows = lambda k: [r[1:] if name == "noid" else r[:3] + r[6:] for r in _water_rows(k)]  # noqa: E731

@@ -338,7 +338,8 @@ def test_positions_every_tenth_step_are_refused_for_finite_differences(tmp_path)
                  "ITEM: BOX BOUNDS pp pp pp"] + ["0 6.21" for _ in range(3)] + ["ITEM: ATOMS id element xu yu zu"]
         text += [f"{i + 1} {e} {x:.6f} {y:.6f} {z:.6f}" for i, (e, (x, y, z)) in enumerate(zip(elements, p))]
     (tmp_path / "pos.lammpstrj").write_text("\n".join(text) + "\n")
-    res = CliRunner().invoke(post, [str(tmp_path / "pos.lammpstrj"), "--timestep", "0.5", "--temperature", "300",
+    res = CliRunner().invoke(post, [str(tmp_path / "pos.lammpstrj"), "--timestep", "0.5", "--units", "real",
+                                    "--temperature", "300",
                                     "-o", str(tmp_path / "p.h5"), "--quiet"])
     assert res.exit_code == 2 and "frames are 10 MD steps apart" in res.output, res.output
     assert not (tmp_path / "p.h5").exists()

@@ -41,12 +41,14 @@ def reading(path: str, what: str, frame: int | None = None):
 
 
 def check_md_frame(atoms: Atoms, velocities: np.ndarray | None, time: float | None, first: np.ndarray | None,
-                   source: str, frame: int, float32_length: float | None = None) -> None:
+                   source: str, frame: int, float32_length: float | None = None,
+                   resolution: float | None = None) -> None:
     """Raise :class:`InputError` (``source``, ``frame``) if an MD frame cannot be used: no atoms, atom count or
     elements (atomic numbers) not those of frame 0 (``first``), non-finite positions, cell, velocities (Å/fs)
-    or time (fs); with ``float32_length`` (Å per stored unit of a float32 reader), coordinates so large that
-    float32 resolves them worse than :data:`FLOAT32_STEP_LIMIT_A` (:data:`FLOAT32_STEP_LIMIT_FD_A` without
-    velocities, which then come from position differences)."""
+    or time (fs); coordinates resolved worse than :data:`FLOAT32_STEP_LIMIT_A` (:data:`FLOAT32_STEP_LIMIT_FD_A`
+    without velocities, which then come from position differences): with ``float32_length`` (Å per stored unit
+    of a float32 reader) the float32 step at the largest coordinate, with ``resolution`` (Å) the step of the
+    digits a text file wrote there (LAMMPS' default ``%g`` keeps 6 significant digits)."""
     from ase.data import chemical_symbols
 
     n = len(atoms)
@@ -69,15 +71,20 @@ def check_md_frame(atoms: Atoms, velocities: np.ndarray | None, time: float | No
             raise InputError(f"non-finite velocities (NaN or inf), first at atom {bad}", source, frame)
     if time is not None and not np.isfinite(time):
         raise InputError(f"time is {time}", source, frame)
-    if float32_length:
+    if float32_length or resolution:
         largest = float(np.abs(atoms.positions).max())
-        step = float(np.spacing(np.float32(largest / float32_length))) * float32_length
         limit = FLOAT32_STEP_LIMIT_A if velocities is not None else FLOAT32_STEP_LIMIT_FD_A
-        if step > limit:
-            why = "" if velocities is not None else " for velocities from position differences"
-            raise InputError(f"coordinates reach {largest:.6g} Å, where float32 (this reader's precision) resolves "
-                             f"only {step:.2g} Å (limit {limit:g} Å{why}): write wrapped coordinates (x y z "
-                             "columns, not xu yu zu) or use a float64 format (extxyz, H5MD)", source, frame)
+        why = "" if velocities is not None else " for velocities from position differences"
+        if float32_length:
+            step = float(np.spacing(np.float32(largest / float32_length))) * float32_length
+            if step > limit:
+                raise InputError(f"coordinates reach {largest:.6g} Å, where float32 (this reader's precision) "
+                                 f"resolves only {step:.2g} Å (limit {limit:g} Å{why}): write wrapped coordinates "
+                                 "(x y z columns, not xu yu zu) or use a float64 format (extxyz, H5MD)", source, frame)
+        if resolution and resolution > limit:
+            raise InputError(f"coordinates reach {largest:.6g} Å but are written to {resolution:.2g} Å only (limit "
+                             f"{limit:g} Å{why}): write more digits (LAMMPS: dump_modify ID format float %.10g) or "
+                             "wrapped coordinates (x y z, not xu yu zu)", source, frame)
 
 
 def _is_anchor(path: str) -> bool:

@@ -5,10 +5,10 @@ from pathlib import Path
 
 import numpy as np
 from ase import Atoms
-from tqdm.auto import tqdm
 
 from aptnn.frames import set_apt
 from aptnn.label.routes import BackendMissing, LabelError, displacement_route, field_route
+from aptnn.progress import progress_bar
 
 BACKENDS = ("xtb", "pyscf", "cp2k")
 ROUTES = ("field", "displacement", "analytic")
@@ -84,7 +84,8 @@ def label_frames(frames: list[Atoms], backend: str = "xtb", route: str = "field"
                else "PySCF is used for molecules here")
         raise LabelError(f"{source}: the {backend} backend labels clusters only ({why}); set pbc to False")
     done, failed = [], []
-    for k, atoms in enumerate(tqdm(frames, desc=f"label ({backend}, {route})", disable=not progress)):
+    bar = progress_bar(iterable=frames, desc=f"label ({backend}, {route})", disable=not progress)
+    for k, atoms in enumerate(bar):
         try:
             if backend == "cp2k":
                 apt = cp2k_frame(atoms, Path(workdir) / f"frame{k:05d}", route, mode, field, delta, indices,

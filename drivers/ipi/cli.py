@@ -1,14 +1,19 @@
 """``aptnn-ipi``: the APT model as an i-PI client, streaming dM/dt of a running (PI)MD simulation to HDF5."""
 from __future__ import annotations
 
+import json
+import os
+import pickle
 import sys
 import xml.etree.ElementTree as ET
+import zipfile
 from pathlib import Path
 
 import click
 import numpy as np
 
 from aptnn.errors import APTNNError
+from aptnn.io.stream import writer_failed
 
 
 def _convert(kind: str, value: str, unit: str | None, target: str) -> float:
@@ -66,6 +71,44 @@ def read_ipi_input(path: str, address: str | None) -> dict:
     return out
 
 
+class _ConfigOnly(pickle.Unpickler):
+    """Reads a torch checkpoint's pickle without torch: tensors become None (their data is never read)."""
+
+    def find_class(self, module, name):
+        if module.split(".")[0] in ("torch", "collections", "numpy"):
+            return lambda *args, **kwargs: None
+        raise pickle.UnpicklingError(f"{module}.{name}")
+
+    def persistent_load(self, pid):
+        return None
+
+
+def model_species(path: str) -> list[int] | None:
+    """Atomic numbers the checkpoint at ``path`` knows, read in milliseconds from its stored config (no
+    torch); None if the file cannot be read that way (the worker's model load then reports the problem)."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            name = next(n for n in z.namelist() if n.endswith("/data.pkl") or n == "data.pkl")
+            payload = _ConfigOnly(z.open(name)).load()
+        return [int(z) for z in json.loads(payload["config"])["species"]]
+    except Exception:
+        return None
+
+
+def check_species(symbols: list[str], model: str, checkpoint: str, source: str) -> None:
+    """The species of i-PI's atoms (from ``source``) must all be known to the model: else an error now,
+    before i-PI is committed to this client."""
+    from ase.data import atomic_numbers, chemical_symbols
+
+    known = model_species(checkpoint)
+    if known is None:
+        return
+    unknown = sorted({s for s in symbols if atomic_numbers.get(s) not in known})
+    if unknown:
+        raise APTNNError(f"{source}: element(s) {unknown} unknown to the model {model} (it knows "
+                         f"{[chemical_symbols[z] for z in known]})")
+
+
 def read_symbols(structure: str) -> list[str]:
     import ase.io
 
@@ -102,18 +145,25 @@ def read_symbols(structure: str) -> list[str]:
               help="Run the model in a child process (the socket loop never waits for it) or in a thread.")
 @click.option("--queue", "queue_size", default=64, show_default=True,
               help="Steps buffered for the model thread before i-PI is held back (memory: steps × beads × atoms).")
+@click.option("--connect-timeout", default=60.0, show_default=True, type=click.FloatRange(min=0),
+              help="Seconds to wait for the i-PI server to accept the connection (start i-PI first, or at once "
+                   "after this); then exit 2. SIGTERM/SIGINT end the wait.")
 @click.option("--overwrite", is_flag=True, help="Start the output anew instead of continuing it.")
 @click.option("--threads", type=int, default=None, help="torch CPU threads.")
 @click.option("--device", default="cpu", show_default=True, help="torch device: cpu or cuda.")
 @click.option("--compile", "compile_model", is_flag=True,
               help="torch.compile the model: ~1.4× faster per frame on the CPU after ~10 s of compilation.")
 def main(address, model, output, ipi_input, structure, dt, temperature, nbeads, rid_offset, estimator, bec, efield,
-         worker_nice, worker, queue_size, overwrite, threads, device, compile_model):
+         worker_nice, worker, queue_size, connect_timeout, overwrite, threads, device, compile_model):
     """Stream dM/dt (e·Å/fs) of a running i-PI simulation into an HDF5 file, per bead, centroid and element.
 
     Add to the i-PI input an `<ffsocket name='aptnn' mode='unix'><address>NAME</address></ffsocket>` and a
     `<force forcefield='aptnn' weight='1'/>` (the client returns zero forces; weight 0 would never be
     evaluated), then start `aptnn-ipi --address NAME --ipi-input input.xml`.
+
+    Exit status: 0 after EXIT or a stop by SIGTERM/SIGINT (the request in flight is answered, the step
+    finished and the queued steps written; a second signal stops at once), 2 on an error (one line on
+    stderr), e.g. no i-PI server within --connect-timeout, species the model does not know.
     """
     import functools
 
@@ -137,16 +187,27 @@ def main(address, model, output, ipi_input, structure, dt, temperature, nbeads, 
             efield=np.array(efield) if efield else None, resume=not overwrite, worker_nice=worker_nice,
             queue_size=queue_size,
             groups=species_groups(symbols), model_label=model_fingerprint(model))
-        resolve(model)  # a wrong name fails now, not in the worker once i-PI runs
+        checkpoint = resolve(model)  # a wrong name fails now, not in the worker once i-PI runs
+        check_species(symbols, model, str(checkpoint), structure)
         loader = functools.partial(load_predictor, model, device, threads, compile_model)
         predictor = loader() if (bec or efield) else None  # replies need the model in this process
-        client = IPIClient(predictor, settings, worker=worker, loader=loader)
+        client = IPIClient(predictor, settings, worker=worker, loader=loader, connect_timeout=connect_timeout)
         client.install_signal_handlers()
+        click.echo(f"aptnn-ipi: connecting to i-PI at {address} (up to {connect_timeout:g} s)")
         steps = client.run()
+        if not client.connected:
+            click.echo(f"aptnn-ipi: stopped while waiting for i-PI at {address}; nothing written")
+            return
         click.echo(f"aptnn-ipi: {steps} steps written to {output} ({client.requests} requests, "
                    f"{client.ignored} ignored)")
     except APTNNError as err:
         click.echo(f"aptnn-ipi: error: {err}", err=True)
+        if writer_failed():  # a failed HDF5 write in this process (thread worker): do not release the file
+            sys.stderr.flush()
+            os._exit(2)
+        sys.exit(2)
+    except ConnectionError as err:  # i-PI died while we sent a reply
+        click.echo(f"aptnn-ipi: error: lost the connection to i-PI at {address} ({err})", err=True)
         sys.exit(2)
 
 

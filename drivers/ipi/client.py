@@ -16,7 +16,7 @@ import numpy as np
 from ase import Atoms
 
 from aptnn import units
-from aptnn.drivers.ipi.protocol import Connection, Request, connect, header, parse_init
+from aptnn.drivers.ipi.protocol import Connection, Interrupted, Request, connect, header, parse_init
 from aptnn.drivers.ipi.worker import ClientError, ClientSettings, ProcessWorker, ThreadWorker
 from aptnn.errors import APTNNError
 
@@ -30,12 +30,13 @@ def exact_sum_rule(apt: np.ndarray, charge: float = 0.0) -> np.ndarray:
 class IPIClient:
     """Runs the socket loop; see the module docstring."""
 
-    def __init__(self, predictor, settings: ClientSettings, worker: str = "thread", loader=None):
+    def __init__(self, predictor, settings: ClientSettings, worker: str = "thread", loader=None,
+                 connect_timeout: float = 60.0):
         """``predictor`` answers BEC/field requests in this process (None: loaded by ``loader`` when needed);
         ``worker`` "thread" runs the model in a thread of this process, "process" in a child process that
         loads it with ``loader`` (a picklable zero-argument callable), so the socket loop never waits for
-        the GIL."""
-        self.settings = settings
+        the GIL. ``connect_timeout``: seconds to wait for the i-PI server."""
+        self.settings, self.connect_timeout = settings, connect_timeout
         self._predictor, self.loader = predictor, loader
         if worker == "process":
             self.worker = ProcessWorker(loader, settings)
@@ -45,14 +46,25 @@ class IPIClient:
             raise ValueError(f"worker must be 'thread' or 'process', not {worker!r}")
         self.pending: dict[int, Request] = {}
         self.step = 0
-        self.stop_requested = False
+        self.stop_requested = False    # first SIGTERM/SIGINT: leave between steps
+        self.abort_requested = False   # second one: leave now, the worker drops its queue
+        self.have_data = False         # a request is in flight (received, not yet answered)
+        self.connected = False
         self.requests = 0
         self.ignored = 0
         self.fatal: ClientError | None = None   # raised once no request is in flight
 
     # --- signals: finish the request in flight, then leave between requests -----------------------------
     def _on_signal(self, signum, frame) -> None:
+        if self.stop_requested:  # asked twice: do not wait for i-PI or the queued steps
+            self.abort_requested = True
+            self.worker.abort()
         self.stop_requested = True
+
+    def _give_up(self, idle: bool) -> bool:
+        """Asked while i-PI sends nothing: leave on a stop request when no request or step is open (i-PI
+        sees the socket close and re-queues whatever it sends next), or at once on an abort."""
+        return self.abort_requested or (idle and self.stop_requested and not self.have_data and not self.pending)
 
     def install_signal_handlers(self) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -100,6 +112,8 @@ class IPIClient:
     def _put(self, item) -> None:
         while True:
             self._check_worker()
+            if self.abort_requested:
+                raise Interrupted()
             try:
                 self.worker.queue.put(item, timeout=0.5)
                 return
@@ -130,24 +144,33 @@ class IPIClient:
         return 0.0, forces, np.zeros((3, 3)), extras, apt
 
     def run(self) -> int:
-        """Serve i-PI until EXIT, a signal or an error; returns the number of steps written."""
-        self.worker.start()
-        conn = Connection(connect(self.settings.address))
-        rid, have_data, reply = None, False, None
+        """Connect, then serve i-PI until EXIT, a signal or an error; returns the number of steps written.
+
+        The worker starts only once i-PI is there; on every way out it is stopped (after the queued steps;
+        at once after a second signal) before this returns or raises.
+        """
         try:
+            sock = connect(self.settings.address, self.connect_timeout, give_up=lambda: self.stop_requested)
+        except Interrupted:
+            return 0
+        self.connected = True
+        conn = Connection(sock, give_up=self._give_up)
+        reply, rid = None, None
+        try:
+            self.worker.start()
             while True:
                 try:
                     msg = conn.recv_header()
-                except ConnectionResetError:
+                except (ConnectionResetError, Interrupted):
                     break
                 if msg == "STATUS":
-                    if not have_data:  # nothing in flight: leaving now cannot hang i-PI
+                    if not self.have_data:  # nothing in flight: leaving now cannot hang i-PI
                         if self.fatal is not None:
                             raise self.fatal
                         self._check_worker()
                         if self.stop_requested and not self.pending:
                             break  # between steps: a restarted client continues with the next step
-                    conn.send(header("HAVEDATA" if have_data else "NEEDINIT" if rid is None else "READY"))
+                    conn.send(header("HAVEDATA" if self.have_data else "NEEDINIT" if rid is None else "READY"))
                 elif msg == "INIT":
                     rid, text = conn.recv_init()
                     self._apply_init(parse_init(text))
@@ -155,27 +178,34 @@ class IPIClient:
                     if rid is None:
                         raise ClientError("i-PI sent positions before INIT")
                     req = conn.recv_posdata(rid)
-                    have_data = True
+                    self.have_data = True
                     self.requests += 1
-                    try:
-                        reply = self._reply(req)
-                        if self.fatal is None:
-                            self._accept(req, reply[4])
-                    except APTNNError as err:  # answer this request first, then stop
-                        self.fatal = err if isinstance(err, ClientError) else ClientError(str(err))
-                        reply = (0.0, np.zeros_like(req.positions), np.zeros((3, 3)), "", None)
+                    reply = self._answer(req)
                 elif msg == "GETFORCE":
                     conn.send_forces(*reply[:4])
-                    have_data, rid, reply = False, None, None  # NEEDINIT next: i-PI re-sends the request id
+                    self.have_data, rid, reply = False, None, None  # NEEDINIT next: i-PI re-sends the request id
                 elif msg == "EXIT":
                     break
                 else:
                     raise ClientError(f"unexpected i-PI message {msg!r}")
+        except Interrupted:  # an abort while waiting for the worker
+            pass
         finally:
-            conn.sock.close()
+            sock.close()
             self.worker.stop()
         self._check_worker()
         return self.worker.steps_written
+
+    def _answer(self, req: Request):
+        """The reply to one request; a failure is answered with zeros first and raised at the next STATUS."""
+        try:
+            reply = self._reply(req)
+            if self.fatal is None:
+                self._accept(req, reply[4])
+            return reply
+        except APTNNError as err:
+            self.fatal = err if isinstance(err, ClientError) else ClientError(str(err))
+            return 0.0, np.zeros_like(req.positions), np.zeros((3, 3)), "", None
 
     def _apply_init(self, params: dict[str, str]) -> None:
         s = self.settings

@@ -8,12 +8,20 @@ it the request id, before every POSDATA: that is how the client learns which bea
 """
 from __future__ import annotations
 
+import errno
+import select
 import socket
+import time
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
+from aptnn.errors import APTNNError
+
 HDRLEN = 12
+RETRY_ERRNO = (errno.ENOENT, errno.ECONNREFUSED, errno.EAGAIN, errno.ECONNRESET, errno.EHOSTUNREACH,
+               errno.ENETUNREACH, errno.ETIMEDOUT)
 SOCKET_PREFIX = "/tmp/ipi_"
 
 
@@ -30,8 +38,12 @@ class Request:
     positions: np.ndarray
 
 
-class ProtocolError(RuntimeError):
-    pass
+class ProtocolError(APTNNError):
+    """No i-PI server, or i-PI broke the protocol; the message names the address or the message."""
+
+
+class Interrupted(Exception):
+    """A wait for i-PI given up because ``give_up`` said so (a stop request): leave the socket loop."""
 
 
 def parse_init(text: str) -> dict[str, str]:
@@ -44,38 +56,59 @@ def parse_init(text: str) -> dict[str, str]:
     return out
 
 
-def connect(address: str, timeout: float = 60.0) -> socket.socket:
-    """Connect to i-PI: ``host:port`` (inet) or a name (unix socket /tmp/ipi_<name>); retries until ``timeout``."""
-    import time
+def connect(address: str, timeout: float = 60.0, give_up: Callable[[], bool] | None = None,
+            poll_s: float = 0.2) -> socket.socket:
+    """Connect to i-PI: ``host:port`` (inet) or a name (unix socket /tmp/ipi_<name>).
 
+    Retries every ``poll_s`` seconds until ``timeout`` (s; a :class:`ProtocolError` naming the address), or
+    until ``give_up()`` is true (:class:`Interrupted`: a signal asked the client to stop).
+    """
     deadline = time.monotonic() + timeout
     while True:
+        if give_up is not None and give_up():
+            raise Interrupted()
+        attempt = min(max(deadline - time.monotonic(), poll_s), 2.0)  # short: a signal is noticed soon
+        sock = None
         try:
             if ":" in address:
                 host, port = address.rsplit(":", 1)
-                sock = socket.create_connection((host, int(port)))
+                sock = socket.create_connection((host, int(port)), timeout=attempt)
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             else:
                 sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                sock.settimeout(attempt)
                 sock.connect(address if address.startswith("/") else SOCKET_PREFIX + address)
+            sock.settimeout(None)
             return sock
-        except (FileNotFoundError, ConnectionRefusedError):
-            if time.monotonic() > deadline:
-                raise ProtocolError(f"no i-PI server at {address!r} after {timeout:.0f} s") from None
-            time.sleep(0.2)
+        except OSError as err:  # no server (yet), or its backlog is full: retry
+            if sock is not None:
+                sock.close()
+            if not isinstance(err, socket.timeout) and err.errno not in RETRY_ERRNO:
+                raise ProtocolError(f"cannot connect to i-PI at {address} ({err})") from None
+            if time.monotonic() >= deadline:
+                raise ProtocolError(f"no i-PI server at {address} after {timeout:g} s") from None
+            time.sleep(min(poll_s, max(deadline - time.monotonic(), 0.0)))
 
 
 class Connection:
-    """Blocking message I/O on a connected socket."""
+    """Blocking message I/O on a connected socket.
 
-    def __init__(self, sock: socket.socket):
-        self.sock = sock
+    ``give_up(at_message_start)`` is asked every ``poll_s`` seconds while no data arrives; when it returns
+    True the wait ends with :class:`Interrupted` (a signal, or i-PI silent while the client wants to leave).
+    """
 
-    def recv_exact(self, n: int) -> bytes:
+    def __init__(self, sock: socket.socket, give_up: Callable[[bool], bool] | None = None, poll_s: float = 0.5):
+        self.sock, self.give_up, self.poll_s = sock, give_up, poll_s
+
+    def recv_exact(self, n: int, message_start: bool = False) -> bytes:
         buf = bytearray(n)
         view = memoryview(buf)
         got = 0
         while got < n:
+            if self.give_up is not None:
+                while not select.select([self.sock], [], [], self.poll_s)[0]:
+                    if self.give_up(message_start and got == 0):
+                        raise Interrupted()
             k = self.sock.recv_into(view[got:], n - got)
             if k == 0:
                 raise ConnectionResetError("i-PI closed the connection")
@@ -83,7 +116,7 @@ class Connection:
         return bytes(buf)
 
     def recv_header(self) -> str:
-        return self.recv_exact(HDRLEN).decode(errors="replace").strip()
+        return self.recv_exact(HDRLEN, message_start=True).decode(errors="replace").strip()
 
     def recv_array(self, dtype, count: int) -> np.ndarray:
         dtype = np.dtype(dtype)

@@ -1,0 +1,168 @@
+"""The model side of ``aptnn-ipi``: complete steps → APTs (batched over beads) → dM/dt rows in the stream.
+
+Each row of the stream records (``/check``) the fingerprint of the positions of the step that completed it
+(:func:`aptnn.io.stream.frame_check`, Å): the step s1 of an ``increment`` row at (s0 + s1)/2·Δt, the step s2
+of a ``velocity`` row at s1·Δt. ``state/`` keeps the last two steps (positions Å, APTs e, cells Å) and, for
+``velocity``, the positions of the last ``queue_size + 2`` steps. A resumed stream is continued at the step
+i-PI restarts from (see :mod:`aptnn.drivers.ipi.resume`).
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+from ase import Atoms
+
+from aptnn.drivers.ipi.estimators import StepEstimator
+from aptnn.errors import APTNNError
+from aptnn.io.stream import CHECK_SIZE, StreamWriter, frame_check
+
+
+class ClientError(APTNNError):
+    pass
+
+
+@dataclass
+class ClientSettings:
+    """Everything the client needs; lengths Å, time fs, temperature K, field in atomic units."""
+
+    address: str
+    output: str
+    symbols: list[str]
+    nbeads: int = 1
+    rid_offset: int = 0
+    dt_fs: float | None = None
+    temperature_K: float | None = None
+    estimator: str = "increment"
+    contracted: bool = False            # <force nbeads='1'>: i-PI sends the centroid only
+    bec: bool = False                   # return i-PI's BEC extras (Born charges, e)
+    efield: np.ndarray | None = None    # static field (a.u.): forces F_i = P_iᵀ·E
+    queue_size: int = 64                # steps waiting for the worker before i-PI is held back
+    worker_nice: int = 10               # niceness added to the worker (0: same priority as the MD)
+    resume: bool = True
+    groups: dict[str, np.ndarray] = field(default_factory=dict)
+    model_label: str = ""
+
+
+class StepProcessor:
+    """Evaluates APTs of complete steps (batched over beads) and writes stream rows; runs in the worker.
+
+    ``predictor`` is the model, or a zero-argument callable that loads it (called at the first step that
+    needs the model, inside the worker process). ``protect``: a context in which a stop request waits (a row
+    and its state are written whole).
+    """
+
+    def __init__(self, predictor, settings: ClientSettings, protect=contextlib.nullcontext):
+        self._predictor, self.settings = predictor, settings
+        self.protect = protect
+        self.aborted = False    # set from another thread: stop at the next item
+        self.writer: StreamWriter | None = None
+        self.steps_written = 0
+        self.estimator: StepEstimator | None = None  # built at the first step, after i-PI's INIT parameters
+        self.label = ""
+        self.step_offset = 0          # stream step = step of this connection + offset (restarts)
+        self.ring_last = -1           # newest step whose positions are in state/ring_* (velocity)
+
+    @property
+    def predictor(self):
+        if callable(self._predictor) and not hasattr(self._predictor, "predict_batch"):
+            self._predictor = self._predictor()
+        return self._predictor
+
+    def _make_estimator(self) -> StepEstimator:
+        s = self.settings
+        if s.dt_fs is None:
+            raise ClientError("the time step is unknown: give --dt (fs), --ipi-input, or dt in <parameters>")
+        nbeads = 1 if s.contracted else s.nbeads
+        estimator = "centroid-apt" if s.contracted else s.estimator
+        self.label = "increment/apt-at-centroid" if s.contracted else s.estimator
+        return StepEstimator(estimator, nbeads, s.dt_fs, s.groups)
+
+    def consume(self, get) -> None:
+        """Process items from ``get()`` until it returns None; the stream file is closed in any case.
+
+        Items are steps ``(step, positions, cell, apts)`` or :class:`ClientSettings`: the client's settings as
+        completed by i-PI's INIT parameters (a worker process holds a copy made before they arrived).
+        """
+        try:
+            while not self.aborted:
+                item = get()
+                if item is None:
+                    break
+                if isinstance(item, ClientSettings):
+                    self.settings = item
+                    continue
+                self._process(*item)
+        finally:
+            if self.writer is not None:
+                with self.protect():
+                    self.writer.close()
+
+    def _frames(self, step_positions, cell: np.ndarray | None) -> list[Atoms]:
+        pbc = cell is not None
+        return [Atoms(self.settings.symbols, positions=p, cell=cell, pbc=pbc) for p in step_positions]
+
+    def row_step(self, time_fs: float) -> int:
+        """The step that completed the row at ``time_fs`` (see the module docstring)."""
+        t = time_fs / self.settings.dt_fs
+        return int(round(t + 0.5)) if self.estimator.estimator != "velocity" else int(round(t)) + 1
+
+    def _process(self, step: int, positions: list[np.ndarray], cell: np.ndarray | None, apts) -> None:
+        if self.estimator is None:
+            self.estimator = self._make_estimator()
+        if self.estimator.estimator == "centroid-apt" and len(positions) > 1:
+            positions, apts = [np.mean(positions, axis=0)], None
+        pos = np.stack(positions)
+        if step == 0 and self.settings.resume and os.path.exists(self.settings.output):
+            from aptnn.drivers.ipi.resume import continue_stream
+
+            continue_stream(self, pos, cell)  # opens the writer; sets step_offset and the estimator history
+        step += self.step_offset
+        if apts is None:
+            apts, _ = self.predictor.predict_batch(self._frames(positions, cell), "i-PI", step)
+        out = self.estimator.update(step, pos, np.stack(apts), cell)
+        if out is None and self.writer is None:
+            return
+        if self.writer is None:
+            self._open(cell)
+        with self.protect():
+            if out is not None:
+                self.writer.append([out[0]], out[1][None], check=frame_check(pos)[None])
+                self.steps_written += 1
+            self._save_state()
+
+    def _save_state(self) -> None:
+        """The estimator's last two steps (and, for ``velocity``, new positions in the ring) into the file."""
+        f = self.writer.file
+        hist = self.estimator.history[-2:]
+        steps = np.full(2, np.nan)
+        steps[2 - len(hist):] = [h[0] for h in hist]
+        self.writer.set_state("steps", steps)
+        for k, (_, pos, apt, cell) in enumerate(hist, start=2 - len(hist)):
+            f["state/positions"][k] = pos
+            f["state/apt"][k] = apt
+            f["state/cell"][k] = cell if cell is not None else np.zeros((3, 3))
+        if "state/ring_steps" not in f:
+            return
+        size = f["state/ring_steps"].shape[0]
+        for s, pos, _, cell in self.estimator.history:
+            if s > self.ring_last:
+                f["state/ring_steps"][s % size] = s
+                f["state/ring_positions"][s % size] = pos
+                f["state/ring_cells"][s % size] = cell if cell is not None else np.zeros((3, 3))
+                self.ring_last = s
+
+    def _open(self, cell) -> None:
+        s = self.settings
+        volume = float(abs(np.linalg.det(cell))) if cell is not None else None
+        b, n = (1 if self.estimator.estimator == "centroid-apt" else s.nbeads), len(s.symbols)
+        state = {"steps": (2,), "positions": (2, b, n, 3), "apt": (2, b, n, 3, 3), "cell": (2, 3, 3)}
+        if self.estimator.estimator == "velocity":
+            ring = s.queue_size + 2
+            state.update(ring_steps=(ring,), ring_positions=(ring, b, n, 3), ring_cells=(ring, 3, 3))
+        self.writer = StreamWriter(s.output, self.estimator.series, dt_fs=s.dt_fs, temperature_K=s.temperature_K,
+                                   volume_A3=volume, natoms=n, estimator=self.label,
+                                   model=s.model_label, source=f"i-PI {s.address}", resume=s.resume,
+                                   overwrite=not s.resume, nbeads=s.nbeads, state=state, checks=CHECK_SIZE)
