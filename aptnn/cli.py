@@ -30,7 +30,7 @@ def _run(fn):
 
 def leave(code: int) -> None:
     """Exit with ``code``; after a failed HDF5 write (disk full) without releasing HDF5, which may crash."""
-    stream = sys.modules.get("aptnn.io.stream")
+    stream = sys.modules.get("aptnn.io.stream_writer")
     if stream is not None and stream.writer_failed():
         sys.stdout.flush()
         sys.stderr.flush()

@@ -20,7 +20,8 @@ from ase.data import atomic_masses
 from aptnn.engine import DipoleDerivativeEngine
 from aptnn.errors import InputError, OutputError
 from aptnn.graph import species_indices
-from aptnn.io.stream import CHECK_SIZE, StreamWriter, frame_check, read_checks
+from aptnn.io.stream import CHECK_SIZE, frame_check, read_checks
+from aptnn.io.stream_writer import StreamWriter
 from aptnn.io.trajectory import FrameSource, MDFrame
 from aptnn.model.checkpoint import read_config
 from aptnn.predict import APTPredictor

@@ -29,7 +29,7 @@ print(f"{time.perf_counter() - w:.2f} {time.process_time() - c:.2f} "
 
 
 def make_stream(path: str, frames: int, dt: float = 0.5, chunk: int = 1 << 20) -> None:
-    from aptnn.io.stream import StreamWriter
+    from aptnn.io.stream_writer import StreamWriter
 
     rng = np.random.default_rng(0)
     with StreamWriter(path, ["total", "group:O", "group:H"], dt_fs=dt, temperature_K=300.0, volume_A3=3842.0,

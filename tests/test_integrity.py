@@ -14,7 +14,8 @@ from click.testing import CliRunner
 from aptnn.cli import post
 from aptnn.demo import run_water
 from aptnn.errors import APTNNError, InputError, OutputError
-from aptnn.io.stream import StreamWriter, n_frames, read_chunks
+from aptnn.io.stream import n_frames, read_chunks
+from aptnn.io.stream_writer import StreamWriter
 from aptnn.io.trajectory import open_trajectory
 from aptnn.post import PostSettings, run
 
@@ -70,7 +71,7 @@ def test_a_failed_write_is_one_error_and_a_rerun_completes_the_stream(dump, tmp_
 
 HOLD = textwrap.dedent("""
     import sys, time, numpy as np
-    from aptnn.io.stream import StreamWriter
+    from aptnn.io.stream_writer import StreamWriter
     w = StreamWriter(sys.argv[1], ["total", "group:O", "group:H"], dt_fs=0.5, flush_every=0.0)
     print("ready", flush=True)
     time.sleep(600)

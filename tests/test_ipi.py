@@ -153,7 +153,7 @@ def test_second_client_on_the_same_socket_is_a_clear_error(tmp_path):
 def test_worker_process_failure_stops_the_client_with_its_error(tmp_path):
     """The worker process fails (an existing output from another run cannot be continued): aptnn-ipi
     answers the request in flight and exits with that error."""
-    from aptnn.io.stream import StreamWriter
+    from aptnn.io.stream_writer import StreamWriter
 
     address = prepare_ipi_water(tmp_path, steps=40)
     StreamWriter(tmp_path / "run.h5", ["total"], dt_fs=0.25).close()

@@ -8,7 +8,7 @@ from click.testing import CliRunner
 
 from aptnn import units
 from aptnn.cli import main, post
-from aptnn.io.stream import StreamWriter
+from aptnn.io.stream_writer import StreamWriter
 from aptnn.spectrum import Spectrum
 
 HEADER = re.compile(r"^[^ \[\]]+_(cm-1|cm2)(_err)?$")  # name_unit, nothing else

@@ -7,7 +7,7 @@ from scipy import constants as si
 from aptnn import units
 from aptnn.correlation import CorrelationAccumulator
 from aptnn.errors import InputError
-from aptnn.io.stream import StreamWriter
+from aptnn.io.stream_writer import StreamWriter
 from aptnn.spectrum import compute_spectrum, line_shape, prefactor, qcf_factor, window
 
 

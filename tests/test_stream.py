@@ -13,7 +13,8 @@ from click.testing import CliRunner
 
 from aptnn.cli import main
 from aptnn.errors import OutputError
-from aptnn.io.stream import StreamWriter, is_stream_file, n_frames, read_chunks, read_info
+from aptnn.io.stream import is_stream_file, n_frames, read_chunks, read_info
+from aptnn.io.stream_writer import StreamWriter
 
 
 def test_schema_and_units(tmp_path):
@@ -68,7 +69,7 @@ def test_file_from_another_program_works(tmp_path):
 
 WRITER = textwrap.dedent("""
     import sys, time, numpy as np
-    from aptnn.io.stream import StreamWriter
+    from aptnn.io.stream_writer import StreamWriter
     w = StreamWriter(sys.argv[1], ["total"], dt_fs=1.0, temperature_K=300.0, flush_every=0.05, chunk=64)
     k = 0
     while True:
@@ -122,7 +123,7 @@ def test_cli_spectrum_with_plot_and_decomposition(tmp_path):
 
 def test_a_new_stream_file_is_readable_as_soon_as_its_path_exists(tmp_path):
     """Readers (e.g. `aptnn spectrum` on a live run) may open the path at any moment after it appears."""
-    code = ("import sys, time\nfrom aptnn.io.stream import StreamWriter\n"
+    code = ("import sys, time\nfrom aptnn.io.stream_writer import StreamWriter\n"
             "for k in range(20):\n"
             "    w = StreamWriter(f'{sys.argv[1]}/s{k}.h5', ['total'], dt_fs=0.5)\n"
             "    time.sleep(0.05)\n    w.close()\n")
@@ -142,7 +143,7 @@ def test_a_new_stream_file_is_readable_as_soon_as_its_path_exists(tmp_path):
 FILLER = textwrap.dedent("""
     import resource, signal, sys, numpy as np
     from aptnn.errors import OutputError
-    from aptnn.io.stream import StreamWriter
+    from aptnn.io.stream_writer import StreamWriter
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)          # writes past the limit fail with EFBIG instead
     resource.setrlimit(resource.RLIMIT_FSIZE, (int(sys.argv[2]), int(sys.argv[2])))
     w = StreamWriter(sys.argv[1], ["total", "group:O"], dt_fs=0.5, temperature_K=300.0, flush_every=0.0,
@@ -197,7 +198,7 @@ def test_resume_drops_frames_whose_write_did_not_complete(tmp_path):
 
 HOLDER = textwrap.dedent("""
     import sys, time, numpy as np
-    from aptnn.io.stream import StreamWriter
+    from aptnn.io.stream_writer import StreamWriter
     w = StreamWriter(sys.argv[1], ["total"], dt_fs=1.0, flush_every=0.0)
     w.append([0.0, 1.0], np.zeros((2, 1, 3)))
     print("ready", flush=True)

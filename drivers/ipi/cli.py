@@ -13,7 +13,7 @@ import click
 import numpy as np
 
 from aptnn.errors import APTNNError
-from aptnn.io.stream import writer_failed
+from aptnn.io.stream_writer import writer_failed
 
 
 def _convert(kind: str, value: str, unit: str | None, target: str) -> float:

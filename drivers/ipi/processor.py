@@ -17,7 +17,8 @@ from ase import Atoms
 
 from aptnn.drivers.ipi.estimators import StepEstimator
 from aptnn.errors import APTNNError
-from aptnn.io.stream import CHECK_SIZE, StreamWriter, frame_check
+from aptnn.io.stream import CHECK_SIZE, frame_check
+from aptnn.io.stream_writer import StreamWriter
 
 
 class ClientError(APTNNError):

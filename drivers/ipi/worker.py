@@ -17,7 +17,7 @@ import time
 
 from aptnn.drivers.ipi.processor import ClientError, ClientSettings, StepProcessor  # noqa: F401 (re-exported)
 from aptnn.errors import APTNNError
-from aptnn.io.stream import writer_failed
+from aptnn.io.stream_writer import writer_failed
 
 
 class WorkerStopped(BaseException):
