@@ -3,6 +3,7 @@
 Waits are on progress (the run's files growing, see aptnn.ipi_demo.wait_until), not on fixed wall times;
 APTNN_TEST_TIME_SCALE multiplies every limit on a slow or loaded machine.
 """
+import re
 import signal
 import subprocess
 import sys
@@ -36,9 +37,11 @@ CLI = [sys.executable, "-m", "aptnn.drivers.ipi.cli"]
 
 def test_pimd_end_to_end(tmp_path):
     """4-bead PIMD, 100 steps: shapes, series, attributes; EXIT finalises the file."""
-    pos0 = run_ipi_pimd(tmp_path, steps=100, aptnn_args=["-o", "run.dmdt.h5"])
+    pos0 = run_ipi_pimd(tmp_path, steps=100, aptnn_args=["-o", "run.dmdt.h5", "--status-every", "0.2"])
     log = (tmp_path / "aptnn-ipi.log").read_text()
     assert "100 steps written" in log and "404 requests" in log
+    status = re.findall(r"aptnn-ipi: (\d+) steps received, (\d+) written, (\d+) queued", log)
+    assert status and all(int(w) <= int(r) for r, w, _ in status)  # periodic status lines
     out = tmp_path / "run.dmdt.h5"
     with h5py.File(out, "r") as f:  # closed cleanly: opens without SWMR
         assert f["dMdt"].shape == (100, 7, 3)

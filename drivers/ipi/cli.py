@@ -148,13 +148,15 @@ def read_symbols(structure: str) -> list[str]:
 @click.option("--connect-timeout", default=60.0, show_default=True, type=click.FloatRange(min=0),
               help="Seconds to wait for the i-PI server to accept the connection (start i-PI first, or at once "
                    "after this); then exit 2. SIGTERM/SIGINT end the wait.")
+@click.option("--status-every", default=10.0, show_default=True, type=click.FloatRange(min=0),
+              help="Seconds between status lines on stderr (steps received, written, queued); 0: none.")
 @click.option("--overwrite", is_flag=True, help="Start the output anew instead of continuing it.")
 @click.option("--threads", type=int, default=None, help="torch CPU threads.")
 @click.option("--device", default="cpu", show_default=True, help="torch device: cpu or cuda.")
 @click.option("--compile", "compile_model", is_flag=True,
               help="torch.compile the model: ~1.4× faster per frame on the CPU after ~10 s of compilation.")
 def main(address, model, output, ipi_input, structure, dt, temperature, nbeads, rid_offset, estimator, bec, efield,
-         worker_nice, worker, queue_size, connect_timeout, overwrite, threads, device, compile_model):
+         worker_nice, worker, queue_size, connect_timeout, status_every, overwrite, threads, device, compile_model):
     """Stream dM/dt (e·Å/fs) of a running i-PI simulation into an HDF5 file, per bead, centroid and element.
 
     Add to the i-PI input an `<ffsocket name='aptnn' mode='unix'><address>NAME</address></ffsocket>` and a
@@ -168,10 +170,12 @@ def main(address, model, output, ipi_input, structure, dt, temperature, nbeads, 
     import functools
 
     from aptnn.drivers.ipi.client import ClientSettings, IPIClient
+    from aptnn.progress import setup_warnings
     from aptnn.drivers.ipi.worker import load_predictor
     from aptnn.model.checkpoint import resolve
     from aptnn.post import model_fingerprint, species_groups
 
+    setup_warnings()
     try:
         found = read_ipi_input(ipi_input, address) if ipi_input else {}
         structure = structure or found.get("structure")
@@ -191,7 +195,8 @@ def main(address, model, output, ipi_input, structure, dt, temperature, nbeads, 
         check_species(symbols, model, str(checkpoint), structure)
         loader = functools.partial(load_predictor, model, device, threads, compile_model)
         predictor = loader() if (bec or efield) else None  # replies need the model in this process
-        client = IPIClient(predictor, settings, worker=worker, loader=loader, connect_timeout=connect_timeout)
+        client = IPIClient(predictor, settings, worker=worker, loader=loader, connect_timeout=connect_timeout,
+                           status_every=status_every)
         client.install_signal_handlers()
         click.echo(f"aptnn-ipi: connecting to i-PI at {address} (up to {connect_timeout:g} s)")
         steps = client.run()

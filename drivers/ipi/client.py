@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import queue
 import signal
+import sys
+import time
 
 import numpy as np
 from ase import Atoms
@@ -31,12 +33,14 @@ class IPIClient:
     """Runs the socket loop; see the module docstring."""
 
     def __init__(self, predictor, settings: ClientSettings, worker: str = "thread", loader=None,
-                 connect_timeout: float = 60.0):
+                 connect_timeout: float = 60.0, status_every: float = 0.0):
         """``predictor`` answers BEC/field requests in this process (None: loaded by ``loader`` when needed);
         ``worker`` "thread" runs the model in a thread of this process, "process" in a child process that
         loads it with ``loader`` (a picklable zero-argument callable), so the socket loop never waits for
-        the GIL. ``connect_timeout``: seconds to wait for the i-PI server."""
+        the GIL. ``connect_timeout``: seconds to wait for the i-PI server; ``status_every``: seconds between
+        status lines on stderr (0: none)."""
         self.settings, self.connect_timeout = settings, connect_timeout
+        self.status_every, self._last_status = status_every, time.monotonic()
         self._predictor, self.loader = predictor, loader
         if worker == "process":
             self.worker = ProcessWorker(loader, settings)
@@ -164,6 +168,7 @@ class IPIClient:
                 except (ConnectionResetError, Interrupted):
                     break
                 if msg == "STATUS":
+                    self._status()
                     if not self.have_data:  # nothing in flight: leaving now cannot hang i-PI
                         if self.fatal is not None:
                             raise self.fatal
@@ -192,9 +197,34 @@ class IPIClient:
             pass
         finally:
             sock.close()
+            backlog = self.backlog()
+            if self.status_every and backlog > 0 and not self.abort_requested:
+                print(f"aptnn-ipi: i-PI is done with this client; writing the {backlog} queued step(s)",
+                      file=sys.stderr, flush=True)
             self.worker.stop()
         self._check_worker()
         return self.worker.steps_written
+
+    def backlog(self) -> int:
+        """Steps received from i-PI but not yet written by the worker (the first step of a stream or restart
+        writes no row, hence the approximate count)."""
+        self._check_worker_quietly()
+        return max(0, self.step - 1 - self.worker.steps_written)
+
+    def _check_worker_quietly(self) -> None:
+        try:
+            self.worker.error  # noqa: B018 — polls the worker's events (steps written)
+        except Exception:  # noqa: BLE001 — reported by _check_worker
+            pass
+
+    def _status(self) -> None:
+        """A status line every ``status_every`` seconds: steps received, written, queued."""
+        now = time.monotonic()
+        if not self.status_every or now - self._last_status < self.status_every:
+            return
+        self._last_status = now
+        print(f"aptnn-ipi: {self.step} steps received, {self.worker.steps_written} written, {self.backlog()} queued "
+              f"({self.requests} requests)", file=sys.stderr, flush=True)
 
     def _answer(self, req: Request):
         """The reply to one request; a failure is answered with zeros first and raised at the next STATUS."""

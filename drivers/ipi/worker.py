@@ -186,8 +186,16 @@ def _process_main(loader, settings: ClientSettings, items, events) -> None:
             threading.Thread(target=_watch_parent, args=(parent.pid,), name="aptnn-ipi-watchdog",
                              daemon=True).start()
         set_niceness(settings.worker_nice, 0)
+        last = [time.monotonic()]
+
+        def get():  # reports the steps written about once a second, for the client's status line
+            if time.monotonic() - last[0] >= 1.0:
+                last[0] = time.monotonic()
+                events.put(("progress", processor.steps_written))
+            return items.get()
+
         try:
-            processor.consume(items.get)
+            processor.consume(get)
         except WorkerStopped:
             raise
         except BaseException as err:
