@@ -17,6 +17,7 @@ from typing import Iterator
 import numpy as np
 from ase.data import atomic_masses
 
+from aptnn import units
 from aptnn.engine import DipoleDerivativeEngine
 from aptnn.errors import InputError, OutputError
 from aptnn.graph import species_indices
@@ -26,6 +27,8 @@ from aptnn.io.trajectory import FrameSource, MDFrame
 from aptnn.model.checkpoint import read_config
 from aptnn.predict import APTPredictor
 from aptnn.progress import progress_bar
+
+MAX_FRAME_SPACING_FS = 50.0   # fs between output frames: beyond it (Nyquist 333 cm⁻¹) it is a unit mistake
 
 
 @dataclass
@@ -158,7 +161,7 @@ def run(sources: list[FrameSource], model: str, output: str, settings: PostSetti
         group_masks.update(selection_groups(first, groups))
     # ring-polymer beads move at P times the physical temperature: divide by P
     kinetic = float(np.mean([kinetic_temperature(f) for f in firsts])) / len(sources)
-    temperature = check_temperature(kinetic, settings.temperature_K, sources[0].path)
+    temperature = check_temperature(kinetic, settings.temperature_K, sources[0].path, len(first.atoms))
     predictor = predictor or APTPredictor.load(model, device=device, compile=settings.compile)
     engine = DipoleDerivativeEngine(predictor, group_masks)
     # the spectrum uses --temperature, else the mean kinetic temperature of all frames written
@@ -180,10 +183,11 @@ def run(sources: list[FrameSource], model: str, output: str, settings: PostSetti
                    _output_frames(sources[0], settings.stride, frame_range))
 
 
-def check_temperature(kinetic: float, given: float | None, path: str) -> float:
+def check_temperature(kinetic: float, given: float | None, path: str, natoms: int = 10**9) -> float:
     """The temperature (K) to store: ``given``, else the kinetic one. Velocities in the wrong unit (a metal dump
     read as real: ×1000 in T's square root) are an error: a kinetic temperature outside 1–10⁵ K, or off the
-    given one by more than ×10; off by more than ×2 is a warning."""
+    given one by more than ×10. Off by more than 30 % (or 4 standard deviations of one frame's kinetic
+    temperature, √(2/3N), for small systems) is a warning."""
     hint = "are the velocity units right (--units; H5MD unit attributes)?"
     if given is not None and not (np.isfinite(given) and given > 0):
         raise InputError(f"temperature must be a positive number of K, not {given}")
@@ -200,7 +204,7 @@ def check_temperature(kinetic: float, given: float | None, path: str) -> float:
         if not 0.1 <= ratio <= 10:
             raise InputError(f"kinetic temperature of the first frame is {kinetic:.3g} K, but {given:g} K was "
                              f"given: {hint}", path, 0)
-        if not 0.5 < ratio < 2.0:
+        if abs(ratio - 1.0) > max(0.3, 4.0 * np.sqrt(2.0 / (3.0 * natoms))):
             warnings.warn(f"{path}: kinetic temperature of the first frame is {kinetic:.0f} K, not {given:.0f} K: "
                           f"{hint}", stacklevel=3)
     return kinetic if given is None else given
@@ -235,6 +239,10 @@ def _stream(steps, sources, series, compute, label, model, output, settings, tem
                 if not (np.isfinite(step) and step > 0):
                     raise InputError(f"time does not increase ({last_time:g} fs, then {frame.time:g} fs): a time "
                                      "step (--timestep) must be positive", source.path, index)
+                if dt is None and step > MAX_FRAME_SPACING_FS:
+                    raise InputError(f"frames are {step:g} fs apart: no IR band survives such sampling (Nyquist "
+                                     f"{1 / (2 * units.C_CM_PER_FS * step):.0f} cm⁻¹); check --units and --timestep",
+                                     source.path, index)
                 dt = step if dt is None else dt
                 if not np.isclose(step, dt, rtol=1e-6):
                     raise InputError(f"time step changed from {dt:g} fs to {step:g} fs", source.path, index)

@@ -208,3 +208,11 @@ def test_velocities_in_the_wrong_unit_are_an_error_not_a_millikelvin_stream(dump
     res = CliRunner().invoke(post, [str(dump), "--units", "metal", "--timestep", "0.0005", "-o", str(out), "--quiet"])
     assert res.exit_code == 2 and "kinetic temperature of the first frame is" in res.output
     assert "velocity units" in res.output and not out.exists()
+
+
+def test_frames_a_unit_mistake_apart_are_refused(dump, tmp_path):
+    """--timestep 100 (e.g. 0.1 ps meant in metal units, given to a real-units dump): 100 fs between frames."""
+    out = tmp_path / "slow.h5"
+    res = CliRunner().invoke(post, [str(dump), "--units", "real", "--timestep", "100", "-o", str(out), "--quiet"])
+    assert res.exit_code == 2 and "frames are 100 fs apart" in res.output and "Nyquist 167 cm⁻¹" in res.output
+    assert not out.exists()
