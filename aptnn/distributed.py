@@ -20,14 +20,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from aptnn.errors import APTNNError
-
-
-class DistributedError(APTNNError):
-    """One or more ranks failed; the message lists each failed rank and its error. Raised on every rank;
-    ``quiet`` is True except on rank 0, so that the command line prints it once."""
-
-    quiet: bool = False
+from aptnn.errors import APTNNError, DistributedError  # noqa: F401 (DistributedError re-exported)
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 from ase import Atoms
 
+from aptnn.defaults import LEARN_CHANNELS
 from aptnn.errors import InputError
 from aptnn.evaluate import metrics
 from aptnn.io import read_frames, write_frames
@@ -37,7 +38,7 @@ class LearnSettings:
     backend: str = "xtb"
     route: str = "field"
     epochs: int = 60
-    channels: int = 4
+    channels: int = LEARN_CHANNELS
     cutoff: float = 5.0
     seed: int = 0
 

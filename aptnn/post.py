@@ -5,7 +5,6 @@ seconds); re-running on an existing output continues after its last complete fra
 """
 from __future__ import annotations
 
-import hashlib
 import itertools
 import os
 import sys
@@ -18,13 +17,14 @@ import numpy as np
 from ase.data import atomic_masses
 
 from aptnn import units
-from aptnn.engine import DipoleDerivativeEngine
 from aptnn.errors import InputError, OutputError
+from aptnn.estimators import StepEstimator, central_difference, centroid, resolve, species_groups
 from aptnn.graph import species_indices
 from aptnn.io.stream import CHECK_SIZE, frame_check, read_checks
 from aptnn.io.stream_writer import StreamWriter
 from aptnn.io.trajectory import FrameSource, MDFrame
 from aptnn.model.checkpoint import read_config
+from aptnn.model.fingerprint import model_fingerprint
 from aptnn.predict import APTPredictor
 from aptnn.progress import progress_bar
 
@@ -41,14 +41,6 @@ class PostSettings:
     compile: bool = False  # torch.compile the model (faster per frame after ~10 s of compilation)
 
 
-def model_fingerprint(name: str) -> str:
-    """``name sha256:<hex>`` of the checkpoint file, recorded in stream files."""
-    from aptnn.model.checkpoint import resolve
-
-    digest = hashlib.sha256(Path(resolve(name)).read_bytes()).hexdigest()
-    return f"{name} sha256:{digest}"
-
-
 def kinetic_temperature(frame: MDFrame) -> float:
     """Equipartition temperature (K) of one frame from velocities (Å/fs) and ASE atomic masses (amu)."""
     from scipy import constants as si
@@ -56,12 +48,6 @@ def kinetic_temperature(frame: MDFrame) -> float:
     m = atomic_masses[frame.atoms.numbers] * si.atomic_mass
     v = frame.velocities * 1e5  # Å/fs → m/s
     return float(np.sum(m[:, None] * v**2) / (3 * len(m) * si.k))
-
-
-def species_groups(symbols: list[str]) -> dict[str, np.ndarray]:
-    """One group per element: {"O": mask, "H": mask}."""
-    arr = np.array(symbols)
-    return {s: arr == s for s in dict.fromkeys(symbols)}
 
 
 def selection_groups(first: MDFrame, selections: list[str]) -> dict[str, np.ndarray]:
@@ -120,12 +106,9 @@ def with_velocities(source: FrameSource, frames: Iterator[MDFrame], warn: bool =
                              "central differences need every step (they would alias the O–H stretch); write "
                              "velocities into the trajectory, or every step", source.path, k)
         source.finite_difference_step_fs = step
-        disp = nxt.atoms.positions - prev.atoms.positions
-        if cur.atoms.pbc.any():
-            from ase.geometry import find_mic
-
-            disp, _ = find_mic(disp, cur.atoms.cell, cur.atoms.pbc)
-        yield MDFrame(cur.atoms, disp / (2 * step), cur.time, cur.step)
+        cell = cur.atoms.cell.array if cur.atoms.pbc.any() else None
+        velocities = central_difference(prev.atoms.positions, nxt.atoms.positions, cell, 2 * step, cur.atoms.pbc)
+        yield MDFrame(cur.atoms, velocities, cur.time, cur.step)
         prev, cur = cur, nxt
 
 
@@ -140,6 +123,7 @@ def run(sources: list[FrameSource], model: str, output: str, settings: PostSetti
     """
     # input checks in the order a user fixes them (format, species, velocities and units, time step, spacing),
     # all before the model is loaded
+    name = _estimator(estimator)
     start = frame_range[0] if frame_range else 0
     raw = [src.iter_range(*frame_range) if frame_range else iter(src) for src in sources]
     heads = [next(frames, None) for frames in raw]
@@ -163,24 +147,51 @@ def run(sources: list[FrameSource], model: str, output: str, settings: PostSetti
     kinetic = float(np.mean([kinetic_temperature(f) for f in firsts])) / len(sources)
     temperature = check_temperature(kinetic, settings.temperature_K, sources[0].path, len(first.atoms))
     predictor = predictor or APTPredictor.load(model, device=device, compile=settings.compile)
-    engine = DipoleDerivativeEngine(predictor, group_masks)
+    nbeads = len(sources)
+    est = StepEstimator(name, nbeads, None, group_masks, per_bead=nbeads > 1,
+                        centre="centroid" if nbeads > 1 else "total")
     # the spectrum uses --temperature, else the mean kinetic temperature of all frames written
     temperature_source = "given" if settings.temperature_K is not None else "kinetic-mean"
     steps = _lockstep(sources, [itertools.chain([f], s) for f, s in zip(firsts, streams)])
     selected = itertools.islice(steps, 0, None, settings.stride)
-    if len(sources) == 1:
-        series, compute = engine.series, lambda batch, idx: engine.compute(
-            [b[0].atoms for b in batch], [b[0].velocities for b in batch], sources[0].path, idx)
-        label = "velocity"
-    else:
-        series = [f"bead{k}" for k in range(len(sources))] + ["centroid"] + engine.series[1:]
-        compute = lambda batch, idx: np.stack([engine.compute_beads(  # noqa: E731
-            [f.atoms for f in b], [f.velocities for f in b], estimator, sources[0].path, idx + j)
-            for j, b in enumerate(batch)])
-        label = f"velocity/{estimator}"
+    compute = lambda batch, idx: _rows(est, predictor, batch, sources[0].path, idx)  # noqa: E731
+    series, label = est.series, est.label
     return _stream(selected, sources, series, compute, label, model, output, settings,
                    (temperature, temperature_source), len(symbols), start // settings.stride,
                    _output_frames(sources[0], settings.stride, frame_range))
+
+
+def _estimator(estimator: str):
+    """aptnn-post's estimator (see :mod:`aptnn.estimators`): ``velocity`` with velocities from the file or
+    central differences, the centroid the bead mean (``centroid``) or ``apt-at-centroid`` (alias
+    ``centroid-apt``)."""
+    try:
+        name = resolve(estimator, "velocity")
+    except ValueError as err:
+        raise InputError(str(err)) from None
+    if name.base != "velocity":
+        raise InputError(f"aptnn-post computes the velocity estimator, not {estimator!r} (the increment "
+                         "estimator needs every MD step: aptnn-ipi)")
+    return name
+
+
+def _rows(est: StepEstimator, predictor, batch: list[list[MDFrame]], path: str, index: int) -> np.ndarray:
+    """Rows (n_steps, n_series, 3) e·Å/fs of a batch of steps (each the frames of all beads, velocities in
+    Å/fs): classical frames go through the model together, PIMD steps one by one (their beads together)."""
+    if est.nbeads == 1:
+        apts, _ = predictor.predict_batch([b[0].atoms for b in batch], path, index)
+        return np.stack([est.velocity_row(p[None], b[0].velocities[None]) for p, b in zip(apts, batch)])
+    rows = []
+    for j, beads in enumerate(batch):
+        apts, _ = predictor.predict_batch([f.atoms for f in beads], path, index + j)
+        centre = None
+        if est.at_centroid:
+            atoms = beads[0].atoms.copy()
+            cell = atoms.cell.array if atoms.pbc.any() else None
+            atoms.positions = centroid(np.stack([f.atoms.positions for f in beads]), cell, atoms.pbc)
+            centre = predictor.predict_batch([atoms], path, index + j)[0][0]
+        rows.append(est.velocity_row(np.stack(apts), np.stack([f.velocities for f in beads]), centre))
+    return np.stack(rows)
 
 
 def check_temperature(kinetic: float, given: float | None, path: str, natoms: int = 10**9) -> float:

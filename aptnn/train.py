@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from ase import Atoms
 
-from aptnn import __version__
+from aptnn._version import __version__
 from aptnn.distributed import SERIAL, Context, all_sum, any_rank, gather_objects
 from aptnn.errors import InputError
 from aptnn.frames import get_apt

@@ -47,7 +47,7 @@ def test_pimd_end_to_end(tmp_path):
         assert f["dMdt"].shape == (100, 7, 3)
     info = read_info(out)
     assert info.series == ["bead0", "bead1", "bead2", "bead3", "centroid", "group:O", "group:H"]
-    assert info.estimator == "increment" and info.extra["nbeads"] == 4
+    assert info.estimator == "increment/centroid" and info.extra["nbeads"] == 4
     assert info.dt_fs == pytest.approx(0.25) and info.temperature_K == pytest.approx(300.0)
     assert info.model.startswith(MODEL) and info.volume_A3 == pytest.approx(9.865355**3, rel=1e-4)
     t, d = next(read_chunks(out))
@@ -71,28 +71,10 @@ def test_nve_stream_equals_offline_post_processing(tmp_path):
         assert err < 1e-3, (series, err)
 
 
-class QuadraticDipoleModel:
-    """A test model with an exactly known dipole, M_ξ(r) = Σ_i q_i r_iξ + Σ_i Σ_ζ A_ξζ r_iζ², and its exact
-    Jacobian as APT, P_i[ξ,ζ] = q_i δ_ξζ + 2 A_ξζ r_iζ. Records every geometry it is asked about."""
-
-    def __init__(self, charges):
-        self.q = np.asarray(charges)
-        self.a = np.array([[0.01, -0.02, 0.005], [0.003, 0.015, -0.01], [-0.007, 0.002, 0.02]])
-        self.seen: list[np.ndarray] = []
-
-    def dipole(self, r):
-        return (self.q[:, None] * r).sum(0) + self.a @ (r**2).sum(0)
-
-    def predict_batch(self, frames, source=None, first_index=0):
-        out = []
-        for atoms in frames:
-            r = atoms.positions
-            self.seen.append(r.copy())
-            out.append(self.q[:, None, None] * np.eye(3) + 2 * self.a[None] * r[:, None, :])
-        return out, None
-
-
 def test_increment_estimator_is_exact_for_a_quadratic_dipole(tmp_path):
+    """The real i-PI client on the quadratic dipole (the estimator core alone: tests/test_estimators.py)."""
+    from test_estimators import QuadraticDipoleModel
+
     address = prepare_ipi_water(tmp_path, nbeads=2, steps=12)  # aptnn listed after LAMMPS: rids 2, 3
     symbols = ["O", "H", "H"] * 32
     model = QuadraticDipoleModel([-0.82, 0.41, 0.41] * 32)

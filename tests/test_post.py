@@ -234,7 +234,7 @@ def test_pimd_bead_files_centroid_and_centroid_apt(ipi_pimd, tmp_path):
     np.testing.assert_allclose(d[7, 0], np.einsum("nij,nj->i", p, v), rtol=1e-4, atol=1e-7)
     apt = run(open_run(str(ipi_pimd), timestep=0.25), MODEL, str(tmp_path / "a.h5"), PostSettings(progress=False),
               estimator="centroid-apt")
-    assert read_info(apt).estimator == "velocity/centroid-apt"
+    assert read_info(apt).estimator == "velocity/apt-at-centroid"
     _, da = next(read_chunks(apt))
     np.testing.assert_allclose(da[:, :4], d[:, :4], atol=1e-12)  # bead series are the same
     diff = np.abs(da[:, 4] - d[:, 4]).max()

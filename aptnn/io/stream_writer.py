@@ -10,7 +10,8 @@ import warnings
 import h5py
 import numpy as np
 
-from aptnn import __version__, units
+from aptnn import units
+from aptnn._version import __version__
 from aptnn.errors import OutputError
 from aptnn.io.lock import OutputLock
 from aptnn.io.stream import FORMAT, FORMAT_VERSION, intact_frames, model_digest, read_info

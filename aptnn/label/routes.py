@@ -11,15 +11,7 @@ from typing import Callable
 import numpy as np
 from ase import Atoms
 
-from aptnn.errors import APTNNError
-
-
-class LabelError(APTNNError):
-    pass
-
-
-class BackendMissing(LabelError):
-    """The electronic-structure package or binary of a backend is not installed (the message says how to get it)."""
+from aptnn.errors import BackendMissing, LabelError  # noqa: F401 (defined in aptnn.errors, re-exported)
 
 
 def _forces(atoms: Atoms, calc) -> np.ndarray:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from aptnn import __version__
+from aptnn._version import __version__
 from aptnn.errors import CheckpointError, OutputError
 from aptnn.model.network import APTNetwork, ModelConfig
 

@@ -16,6 +16,7 @@ import torch
 from e3nn import o3
 from e3nn.nn import Gate
 
+from aptnn.defaults import DEFAULT_CHANNELS
 from aptnn.graph import Batch
 from aptnn.model.tensor import IRREPS_APT, apply_sum_rule, change_of_basis, to_cartesian
 
@@ -26,7 +27,7 @@ class ModelConfig:
 
     species: list[int]                 # atomic numbers, in embedding order
     cutoff: float = 6.0
-    channels: int = 16                 # multiplicity of every hidden irrep
+    channels: int = DEFAULT_CHANNELS   # multiplicity of every hidden irrep (8: the shipped model's)
     lmax: int = 2
     n_layers: int = 2
     n_radial: int = 8                  # Bessel basis functions

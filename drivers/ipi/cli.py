@@ -2,9 +2,7 @@
 from __future__ import annotations
 
 import json
-import os
 import pickle
-import sys
 import xml.etree.ElementTree as ET
 import zipfile
 from pathlib import Path
@@ -13,7 +11,6 @@ import click
 import numpy as np
 
 from aptnn.errors import APTNNError
-from aptnn.io.stream_writer import writer_failed
 
 
 def _convert(kind: str, value: str, unit: str | None, target: str) -> float:
@@ -133,9 +130,11 @@ def read_symbols(structure: str) -> list[str]:
 @click.option("--nbeads", type=int, default=None, help="Beads sent to this client per step.")
 @click.option("--rid-offset", type=int, default=None, help="Request id of bead 0 (forces listed before ours).")
 @click.option("--estimator", default="increment", show_default=True,
-              type=click.Choice(["increment", "velocity", "centroid-apt"]),
+              type=click.Choice(["increment", "velocity", "apt-at-centroid", "velocity/apt-at-centroid",
+                                 "centroid-apt"]),
               help="increment: Σ½(P(n)+P(n+1))·Δr per step (exact dipole change); velocity: P·central-difference "
-                   "velocities; centroid-apt: APT at the centroid.")
+                   "velocities; PIMD centroid: the bead mean, or with apt-at-centroid (alias centroid-apt) the "
+                   "APT at the centroid with centroid increments (velocity/apt-at-centroid: centroid velocities).")
 @click.option("--bec", is_flag=True, help="Return Born effective charges as i-PI `BEC` extras (driven dynamics).")
 @click.option("--efield", nargs=3, type=float, default=None,
               help="Static field Ex Ey Ez in atomic units: return forces F_i = P_iᵀ·E (hartree/bohr).")
@@ -169,13 +168,15 @@ def main(address, model, output, ipi_input, structure, dt, temperature, nbeads, 
     """
     import functools
 
+    from aptnn.cli.errors import fail, start
     from aptnn.drivers.ipi.client import ClientSettings, IPIClient
-    from aptnn.progress import setup_warnings
     from aptnn.drivers.ipi.worker import load_predictor
+    from aptnn.errors import ProtocolError
+    from aptnn.estimators import species_groups
     from aptnn.model.checkpoint import resolve
-    from aptnn.post import model_fingerprint, species_groups
+    from aptnn.model.fingerprint import model_fingerprint
 
-    setup_warnings()
+    start()  # warnings as one line each; malloc tuned for the model
     try:
         found = read_ipi_input(ipi_input, address) if ipi_input else {}
         structure = structure or found.get("structure")
@@ -205,15 +206,10 @@ def main(address, model, output, ipi_input, structure, dt, temperature, nbeads, 
             return
         click.echo(f"aptnn-ipi: {steps} steps written to {output} ({client.requests} requests, "
                    f"{client.ignored} ignored)")
-    except APTNNError as err:
-        click.echo(f"aptnn-ipi: error: {err}", err=True)
-        if writer_failed():  # a failed HDF5 write in this process (thread worker): do not release the file
-            sys.stderr.flush()
-            os._exit(2)
-        sys.exit(2)
+    except APTNNError as err:  # one line, exit 2 (after a failed HDF5 write, without releasing the file)
+        fail(err, "aptnn-ipi")
     except ConnectionError as err:  # i-PI died while we sent a reply
-        click.echo(f"aptnn-ipi: error: lost the connection to i-PI at {address} ({err})", err=True)
-        sys.exit(2)
+        fail(ProtocolError(f"lost the connection to i-PI at {address} ({err})"), "aptnn-ipi")
 
 
 if __name__ == "__main__":

@@ -15,14 +15,10 @@ from dataclasses import dataclass, field
 import numpy as np
 from ase import Atoms
 
-from aptnn.drivers.ipi.estimators import StepEstimator
-from aptnn.errors import APTNNError
+from aptnn.errors import ClientError  # noqa: F401 (defined in aptnn.errors, re-exported)
+from aptnn.estimators import StepEstimator
 from aptnn.io.stream import CHECK_SIZE, frame_check
 from aptnn.io.stream_writer import StreamWriter
-
-
-class ClientError(APTNNError):
-    pass
 
 
 @dataclass
@@ -76,10 +72,11 @@ class StepProcessor:
         s = self.settings
         if s.dt_fs is None:
             raise ClientError("the time step is unknown: give --dt (fs), --ipi-input, or dt in <parameters>")
-        nbeads = 1 if s.contracted else s.nbeads
-        estimator = "centroid-apt" if s.contracted else s.estimator
-        self.label = "increment/apt-at-centroid" if s.contracted else s.estimator
-        return StepEstimator(estimator, nbeads, s.dt_fs, s.groups)
+        estimator = StepEstimator(s.estimator, s.nbeads, s.dt_fs, s.groups, default_base="increment")
+        if s.contracted:  # i-PI sends the centroid alone
+            estimator = StepEstimator(f"{estimator.base}/apt-at-centroid", s.nbeads, s.dt_fs, s.groups)
+        self.label = estimator.label
+        return estimator
 
     def consume(self, get) -> None:
         """Process items from ``get()`` until it returns None; the stream file is closed in any case.
@@ -108,14 +105,14 @@ class StepProcessor:
     def row_step(self, time_fs: float) -> int:
         """The step that completed the row at ``time_fs`` (see the module docstring)."""
         t = time_fs / self.settings.dt_fs
-        return int(round(t + 0.5)) if self.estimator.estimator != "velocity" else int(round(t)) + 1
+        return int(round(t + 0.5)) if self.estimator.base != "velocity" else int(round(t)) + 1
 
     def _process(self, step: int, positions: list[np.ndarray], cell: np.ndarray | None, apts) -> None:
         if self.estimator is None:
             self.estimator = self._make_estimator()
-        if self.estimator.estimator == "centroid-apt" and len(positions) > 1:
-            positions, apts = [np.mean(positions, axis=0)], None
-        pos = np.stack(positions)
+        pos = self.estimator.geometries(np.stack(positions), cell)
+        if len(pos) != len(positions):  # the APT at the centroid: evaluated here, not i-PI's (bead) replies
+            positions, apts = list(pos), None
         if step == 0 and self.settings.resume and os.path.exists(self.settings.output):
             from aptnn.drivers.ipi.resume import continue_stream
 
@@ -158,9 +155,9 @@ class StepProcessor:
     def _open(self, cell) -> None:
         s = self.settings
         volume = float(abs(np.linalg.det(cell))) if cell is not None else None
-        b, n = (1 if self.estimator.estimator == "centroid-apt" else s.nbeads), len(s.symbols)
+        b, n = (1 if self.estimator.centroid_only else s.nbeads), len(s.symbols)
         state = {"steps": (2,), "positions": (2, b, n, 3), "apt": (2, b, n, 3, 3), "cell": (2, 3, 3)}
-        if self.estimator.estimator == "velocity":
+        if self.estimator.base == "velocity":
             ring = s.queue_size + 2
             state.update(ring_steps=(ring,), ring_positions=(ring, b, n, 3), ring_cells=(ring, 3, 3))
         self.writer = StreamWriter(s.output, self.estimator.series, dt_fs=s.dt_fs, temperature_K=s.temperature_K,

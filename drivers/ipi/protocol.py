@@ -17,7 +17,7 @@ from typing import Callable
 
 import numpy as np
 
-from aptnn.errors import APTNNError
+from aptnn.errors import ProtocolError  # noqa: F401 (defined in aptnn.errors, re-exported)
 
 HDRLEN = 12
 RETRY_ERRNO = (errno.ENOENT, errno.ECONNREFUSED, errno.EAGAIN, errno.ECONNRESET, errno.EHOSTUNREACH,
@@ -38,8 +38,6 @@ class Request:
     positions: np.ndarray
 
 
-class ProtocolError(APTNNError):
-    """No i-PI server, or i-PI broke the protocol; the message names the address or the message."""
 
 
 class Interrupted(Exception):

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from aptnn.drivers.ipi.estimators import minimum_image
 from aptnn.drivers.ipi.processor import ClientError
+from aptnn.estimators import canonical, minimum_image
 from aptnn.io.stream import frame_check, read_info, read_state
 
 CHUNK = 1 << 16
@@ -60,7 +60,7 @@ def continue_stream(proc, pos: np.ndarray, cell: np.ndarray | None) -> None:
         raise ClientError(f"{s.output}: stored beads/atoms {state['positions'].shape[1:3]} differ from i-PI's "
                           f"{pos.shape[:2]}; use --overwrite or another output")
     info = read_info(s.output)
-    if info.estimator is not None and info.estimator != proc.label:
+    if info.estimator is not None and canonical(info.estimator, "increment", s.nbeads) != proc.label:
         raise ClientError(f"{s.output}: written with the {info.estimator!r} estimator, not {proc.label!r}; use "
                           "--estimator accordingly, --overwrite or another output")
     proc._open(cell)
@@ -84,7 +84,7 @@ def continue_stream(proc, pos: np.ndarray, cell: np.ndarray | None) -> None:
             w.truncate(k + 1)
     proc.step_offset = step
     est.history = []
-    if est.estimator == "velocity" and step > 0:
+    if est.base == "velocity" and step > 0:
         if step - 1 not in stored:
             kept = sorted(stored)
             raise ClientError(f"{s.output}: i-PI restarts at stream step {step}, but the velocity estimator needs "

@@ -221,7 +221,9 @@ def load_predictor(model: str, device: str = "cpu", threads: int | None = None, 
     import torch
 
     from aptnn.predict import APTPredictor
+    from aptnn.runtime import tune_malloc
 
+    tune_malloc()  # the spawned worker is an entry point of its own
     if threads:
         torch.set_num_threads(threads)
     return APTPredictor.load(model, device=device, compile=compile)

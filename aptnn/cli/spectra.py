@@ -1,0 +1,88 @@
+"""``aptnn spectrum | merge``: IR spectra from dM/dt stream files, and joining the parts of one run."""
+from __future__ import annotations
+
+import click
+
+from aptnn.cli.errors import run_command
+
+
+def run_spectrum(streams, output, plot, max_lag, window_name, qcf, temperature, volume, series, blocks, biased,
+                 keep_mean, pad, no_decompose, max_wavenumber):
+    """``aptnn spectrum``: the IR spectrum of ``streams`` into the CSV ``output`` (and the PNG ``plot``)."""
+    from aptnn.spectrum import REQUIRED_WAVENUMBER, compute_spectrum
+    from aptnn.spectrum_checks import positive_number
+
+    positive_number(max_wavenumber, "maximum wavenumber (--max-wavenumber)", "cm⁻¹")
+    spec = compute_spectrum(list(streams), max_lag_fs=max_lag, window_name=window_name, qcf=qcf,
+                            temperature_K=temperature, volume_A3=volume, series=list(series) or None,
+                            decompose=not no_decompose, n_blocks=blocks, biased=biased,
+                            remove_mean=not keep_mean, pad=pad,
+                            required_wavenumber=min(REQUIRED_WAVENUMBER, max_wavenumber))
+    spec.write_csv(output)
+    if plot:
+        spec.plot(plot, title=", ".join(streams), max_wavenumber=max_wavenumber)
+    click.echo(f"{spec.summary()}; wrote {output}" + (f" and {plot}" if plot else ""))
+    return spec
+
+
+@click.command()
+@click.argument("streams", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("-o", "--output", default="spectrum.csv", show_default=True,
+              help="CSV: wavenumber_cm-1, total (alpha_n_cm-1, or cross_section_cm2 without a volume), ± error, "
+                   "decomposition columns.")
+@click.option("--plot", default=None, help="Also write a PNG plot here.")
+@click.option("--max-lag", default=2000.0, show_default=True,
+              help="Correlation length in fs, > 0 (resolution ~1/(c·lag)); capped at the shortest file.")
+@click.option("--window", "window_name", default="hann", show_default=True,
+              type=click.Choice(["hann", "hamming", "blackman", "gaussian", "none"]),
+              help="Window applied to the correlation function (w(0) = 1).")
+@click.option("--qcf", default="harmonic", show_default=True,
+              type=click.Choice(["harmonic", "standard", "schofield", "none"]),
+              help="Quantum correction factor; harmonic reproduces the paper's eq. 2.")
+@click.option("--temperature", type=float, default=None,
+              help="K, > 0; overrides the temperature_K of every file (default: each file's own).")
+@click.option("--volume", type=float, default=None,
+              help="Å³, > 0; overrides the volume_A3 of every file (default: each file's own; files without "
+                   "one give the cross-section per system in cm²; the two kinds cannot be mixed).")
+@click.option("--series", multiple=True, help="Series averaged into the total (glob, e.g. 'bead*'); "
+              "default total, else centroid.")
+@click.option("--blocks", type=int, default=None,
+              help="Time blocks per file for the ± standard error: ≥ 1, each of at least 2 frames "
+                   "(default 8, fewer for files under 16 frames).")
+@click.option("--biased", is_flag=True, help="Divide lag sums by N instead of N − lag.")
+@click.option("--keep-mean", is_flag=True, help="Do not subtract the mean of dM/dt.")
+@click.option("--pad", default=4, show_default=True,
+              help="Zero-padding factor of the correlation (finer grid): whole number ≥ 1, "
+                   "pad × lags ≤ 2²⁰ points.")
+@click.option("--no-decompose", is_flag=True, help="Skip the group auto/cross columns.")
+@click.option("--max-wavenumber", default=4500.0, show_default=True,
+              help="Upper limit of the plot (cm⁻¹), > 0. The sampling must represent min(4000, this) cm⁻¹ "
+                   "(1/(2c·Δt)): coarser streams are refused unless you lower it.")
+def spectrum(**kwargs):
+    """IR spectrum from dM/dt stream files (HDF5; several files = independent trajectories, averaged).
+
+    α(ω)n(ω) = πβ/(3Vcε₀)·(1/2π)∫dt e^{-iωt}⟨Ṁ(0)·Ṁ(t)⟩ in cm⁻¹ (harmonic quantum correction), or the
+    absorption cross-section in cm² for open boundaries. Each file keeps its own temperature and volume
+    (the result is the pair-count-weighted average of the single-file spectra) unless --temperature or
+    --volume is given. Prints peak positions and the integrated intensity.
+    """
+    run_command(lambda: run_spectrum(**kwargs))
+
+
+def run_merge(parts, output) -> str:
+    """``aptnn merge``: concatenate the stream files ``parts`` into ``output``; returns its path."""
+    from aptnn.io.stream import n_frames
+    from aptnn.io.stream_repair import merge_streams
+
+    merged = merge_streams(list(parts), output)
+    click.echo(f"wrote {merged} ({n_frames(output)} frames)")
+    return merged
+
+
+@click.command()
+@click.argument("parts", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("-o", "--output", required=True, help="Merged stream file (HDF5).")
+def merge(**kwargs):
+    """Concatenate consecutive dM/dt stream files of one run (e.g. the shards of an interrupted
+    `aptnn-post --distributed`, OUTPUT.parts/*.h5) into one stream file, in the order given."""
+    run_command(lambda: run_merge(**kwargs))
