@@ -112,11 +112,7 @@ def run_predict(model, input_file, output, batch_size, float64, cell, threads, q
 @click.argument("model")
 @click.argument("input_file", type=click.Path(exists=True, dir_okay=False))
 @click.option("-o", "--output", required=True, help="extxyz to write, with per-atom `apt` (and `apt_std`), e.")
-@click.option("--batch-size", default=4, show_default=True, type=click.IntRange(min=1), help="Frames per model call.")
-@options.float64()
-@options.cell()
-@options.threads()
-@options.quiet
+@options.evaluation()
 def predict(**kwargs):
     """Predict APTs with MODEL (a checkpoint or a shipped model name, e.g. water-rpbe-d3) for INPUT_FILE."""
     run_command(lambda: run_predict(**kwargs))
@@ -157,11 +153,7 @@ def run_evaluate(model, files, plot, json_file, batch_size, float64, cell, threa
 @click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
 @click.option("--plot", default=None, help="Write a parity plot PNG here.")
 @click.option("--json", "json_file", default=None, help="Write the metrics (e) as JSON here.")
-@click.option("--batch-size", default=4, show_default=True, type=click.IntRange(min=1), help="Frames per model call.")
-@options.float64()
-@options.cell()
-@options.threads()
-@options.quiet
+@options.evaluation()
 def evaluate(**kwargs):
     """Compare MODEL's APTs with the labels in FILES: component RMSE in e, per species and per irrep."""
     run_command(lambda: run_evaluate(**kwargs))

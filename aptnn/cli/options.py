@@ -50,6 +50,18 @@ def model(help: str = "Checkpoint path or shipped model name."):
     return click.option("--model", default="water-rpbe-d3", show_default=True, help=help)
 
 
+def evaluation(batch_size: int = 4):
+    """The options of commands that evaluate a model on frames: --batch-size, --float64, --cell, --threads,
+    --quiet."""
+    def apply(f):
+        for option in (quiet, threads(), cell(), float64(),
+                       click.option("--batch-size", default=batch_size, show_default=True, type=click.IntRange(min=1),
+                                    help="Frames per model call.")):
+            f = option(f)
+        return f
+    return apply
+
+
 def set_threads(n: int | None) -> None:
     """Apply ``--threads`` (torch CPU threads); None or 0 leaves torch's default."""
     if n:
