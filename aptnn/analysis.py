@@ -25,7 +25,6 @@ from ase.data import atomic_masses, chemical_symbols
 from aptnn import units
 from aptnn.errors import InputError
 from aptnn.io.frames import check_md_frame
-from aptnn.model.fingerprint import model_fingerprint
 from aptnn.progress import progress_bar
 
 __all__ = ["DipoleDerivative", "Results"]
@@ -114,10 +113,10 @@ class DipoleDerivative:
             raise InputError("elements= is for MDAnalysis sources; ASE frames and trajectory files name their "
                              "elements", self._name)
         if isinstance(model, APTPredictor):
-            self.predictor, self.model_label = model, None
+            self.predictor = model
         else:
             self.predictor = APTPredictor.load(str(model), dtype=dtype, device=device)
-            self.model_label = model_fingerprint(str(model))
+        self.model_label = self.predictor.fingerprint  # None for a model built in memory
         self.results = Results()
 
     # --- life cycle (as MDAnalysis' AnalysisBase) --------------------------------------------------------

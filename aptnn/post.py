@@ -156,7 +156,8 @@ def run(sources: list[FrameSource], model: str, output: str, settings: PostSetti
     selected = itertools.islice(steps, 0, None, settings.stride)
     compute = lambda batch, idx: _rows(est, predictor, batch, sources[0].path, idx)  # noqa: E731
     series, label = est.series, est.label
-    return _stream(selected, sources, series, compute, label, model, output, settings,
+    model_label = predictor.fingerprint or model_fingerprint(model)  # hashed once, when the model was loaded
+    return _stream(selected, sources, series, compute, label, model_label, output, settings,
                    (temperature, temperature_source), len(symbols), start // settings.stride,
                    _output_frames(sources[0], settings.stride, frame_range))
 
@@ -232,7 +233,7 @@ def _lockstep(sources: list[FrameSource], iterators) -> Iterator[list[MDFrame]]:
         yield list(frames)
 
 
-def _stream(steps, sources, series, compute, label, model, output, settings, temperature, natoms,
+def _stream(steps, sources, series, compute, label, model_label, output, settings, temperature, natoms,
             start: int = 0, total: int | None = None) -> str:
     source = sources[0]
     buffer: list[list[MDFrame]] = []
@@ -263,7 +264,7 @@ def _stream(steps, sources, series, compute, label, model, output, settings, tem
             buffer.append(frames)
             index += 1
             if writer is None and len(buffer) >= 2:
-                writer = _open_writer(output, series, label, model, sources, buffer, dt, temperature, natoms,
+                writer = _open_writer(output, series, label, model_label, sources, buffer, dt, temperature, natoms,
                                       settings)
                 stored = writer.n_frames
                 if stored and settings.progress:
@@ -302,7 +303,8 @@ def _output_frames(source: FrameSource, stride: int, frame_range: tuple[int, int
     return max(0, -(-(n - 2 * fd) // stride))
 
 
-def _open_writer(output, series, label, model, sources, buffer, dt, temperature, natoms, settings) -> StreamWriter:
+def _open_writer(output, series, label, model_label, sources, buffer, dt, temperature, natoms,
+                 settings) -> StreamWriter:
     atoms = buffer[0][0].atoms
     volume = float(atoms.get_volume()) if atoms.pbc.all() else None
     fd_step = getattr(sources[0], "finite_difference_step_fs", None)
@@ -312,7 +314,7 @@ def _open_writer(output, series, label, model, sources, buffer, dt, temperature,
     if len(sources) > 1:
         extra["nbeads"] = len(sources)
     return StreamWriter(output, series, dt_fs=dt, temperature_K=temperature, volume_A3=volume, natoms=natoms,
-                        estimator=label, model=model_fingerprint(model), source=sources[0].path,
+                        estimator=label, model=model_label, source=sources[0].path,
                         resume=not settings.overwrite, overwrite=settings.overwrite, stride=settings.stride,
                         checks=CHECK_SIZE, kinetic=True, **extra)
 

@@ -22,8 +22,12 @@ class APTPredictor:
     >>> apt = model.predict(atoms)          # (N, 3, 3), P[i, ξ, ζ] = ∂M_ξ/∂r_iζ in e
     """
 
-    def __init__(self, members: list[APTNetwork], training: dict | None = None, device: str = "cpu"):
+    def __init__(self, members: list[APTNetwork], training: dict | None = None, device: str = "cpu",
+                 fingerprint: str | None = None):
+        """``fingerprint``: the model's identity recorded in stream files (``name sha256:<hex>``; set by
+        :meth:`load`, computed once), None for a model built in memory."""
         self.members = members
+        self.fingerprint = fingerprint
         self.training = training or {}
         self.device = device
         self.config = members[0].config
@@ -68,8 +72,10 @@ class APTPredictor:
              compile: bool = False) -> "APTPredictor":
         """Load a shipped model by name or a checkpoint file; ``dtype`` "float32" (default) or "float64";
         ``compile``: see :meth:`compile`."""
+        from aptnn.model.fingerprint import model_fingerprint
+
         members, training = load_checkpoint(name_or_path, getattr(torch, dtype or "float32"), device)
-        predictor = cls(members, training, device)
+        predictor = cls(members, training, device, fingerprint=model_fingerprint(str(name_or_path)))
         return predictor.compile() if compile else predictor
 
     @property

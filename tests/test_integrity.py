@@ -216,3 +216,20 @@ def test_frames_a_unit_mistake_apart_are_refused(dump, tmp_path):
     res = CliRunner().invoke(post, [str(dump), "--units", "real", "--timestep", "100", "-o", str(out), "--quiet"])
     assert res.exit_code == 2 and "frames are 100 fs apart" in res.output and "Nyquist 167 cm⁻¹" in res.output
     assert not out.exists()
+
+
+def test_the_model_travels_as_an_object_hashed_once(dump, tmp_path):
+    """The predictor carries its fingerprint: a run given the loaded model never re-reads the checkpoint
+    (here it is gone by then) and records the fingerprint taken at load time."""
+    from aptnn.predict import APTPredictor
+
+    ckpt = tmp_path / "m.pt"
+    shutil.copy(os.path.join(os.path.dirname(__import__("aptnn").__file__), "models", f"{MODEL}.pt"), ckpt)
+    model = APTPredictor.load(str(ckpt))
+    assert model.fingerprint.startswith(f"{ckpt} sha256:")
+    os.remove(ckpt)
+    out = run([open_trajectory(str(dump), lammps_units="real", timestep=0.5)], str(ckpt), str(tmp_path / "o.h5"),
+              PostSettings(progress=False), predictor=model)
+    from aptnn.io.stream import read_info
+
+    assert read_info(out).model == model.fingerprint
