@@ -310,7 +310,7 @@ def _kinetic_temperature(atoms: Atoms, velocities: np.ndarray) -> float:
     from scipy import constants as si
 
     m = atomic_masses[atoms.numbers] * si.atomic_mass
-    return float(np.sum(m[:, None] * (velocities * 1e5) ** 2) / (3 * len(m) * si.k))
+    return float(np.sum(m[:, None] * (velocities * units.ANGSTROM_PER_FS_TO_M_PER_S) ** 2) / (3 * len(m) * si.k))
 
 
 def _symbol(label: str) -> str | None:

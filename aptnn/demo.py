@@ -25,6 +25,8 @@ from pathlib import Path
 import numpy as np
 from scipy.spatial.transform import Rotation
 
+from aptnn import units
+
 #: SPC/Fw in LAMMPS real units: charges e, ε kcal/mol, σ and r0 Å, k_bond kcal/mol/Å² and k_angle kcal/mol/rad²
 #: as LAMMPS' K in K(x − x0)² (half the force constant), theta0 degrees.
 SPCFW = {"q_O": -0.82, "q_H": 0.41, "eps_OO": 0.1553, "sigma_OO": 3.165492, "k_bond": 529.581, "r0": 1.012,
@@ -57,7 +59,7 @@ def water_data(n_molecules: int, seed: int = 0, density: float = WATER_DENSITY_G
 
     ``density`` in g/cm³; molecules at ``model``'s equilibrium geometry and charges.
     """
-    mass = 18.015 / 6.02214076e23  # g per molecule
+    mass = 18.015 / units.AVOGADRO  # g per molecule
     box = (n_molecules * mass / density * 1e24) ** (1 / 3)
     per_side = int(np.ceil(n_molecules ** (1 / 3)))
     spacing = box / per_side

@@ -46,7 +46,7 @@ def kinetic_temperature(frame: MDFrame) -> float:
     from scipy import constants as si
 
     m = atomic_masses[frame.atoms.numbers] * si.atomic_mass
-    v = frame.velocities * 1e5  # Å/fs → m/s
+    v = frame.velocities * units.ANGSTROM_PER_FS_TO_M_PER_S
     return float(np.sum(m[:, None] * v**2) / (3 * len(m) * si.k))
 
 

@@ -44,6 +44,8 @@ C_CM_PER_FS: float = _si.c * 100 * 1e-15
 #: 1 e·Å/fs in C·m/s
 DMDT_TO_SI: float = _si.e * 1e-10 / 1e-15
 FS_TO_S: float = 1e-15
+ANGSTROM_PER_FS_TO_M_PER_S: float = 1e-10 / FS_TO_S
+AVOGADRO: float = _si.Avogadro
 A3_TO_M3: float = 1e-30
 HBAR_SI: float = _si.hbar
 KB_SI: float = _si.k

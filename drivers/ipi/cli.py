@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 import numpy as np
 
+from aptnn import units
 from aptnn.errors import APTNNError
 
 
@@ -137,7 +138,8 @@ def read_symbols(structure: str) -> list[str]:
                    "APT at the centroid with centroid increments (velocity/apt-at-centroid: centroid velocities).")
 @click.option("--bec", is_flag=True, help="Return Born effective charges as i-PI `BEC` extras (driven dynamics).")
 @click.option("--efield", nargs=3, type=float, default=None,
-              help="Static field Ex Ey Ez in atomic units: return forces F_i = P_iᵀ·E (hartree/bohr).")
+              help="Static field Ex Ey Ez in V/Å (as `aptnn label --field` and APTCalculator): return forces "
+                   "F_i = P_iᵀ·E, sent to i-PI in its atomic units (hartree/bohr; 1 a.u. of field = 51.42 V/Å).")
 @click.option("--nice", "worker_nice", default=10, show_default=True,
               help="Niceness of the model worker: it uses the CPU the MD leaves idle (0: same priority).")
 @click.option("--worker", type=click.Choice(["process", "thread"]), default="process", show_default=True,
@@ -189,7 +191,8 @@ def main(address, model, output, ipi_input, structure, dt, temperature, nbeads, 
             else found.get("rid_offset", 0), dt_fs=dt or found.get("dt_fs"),
             temperature_K=temperature or found.get("temperature_K"), estimator=estimator,
             contracted=found.get("contracted", False), bec=bec,
-            efield=np.array(efield) if efield else None, resume=not overwrite, worker_nice=worker_nice,
+            efield=np.array(efield) / units.FIELD_AU_TO_V_PER_ANGSTROM if efield else None,  # V/Å → a.u.
+            resume=not overwrite, worker_nice=worker_nice,
             queue_size=queue_size,
             groups=species_groups(symbols), model_label=model_fingerprint(model))
         checkpoint = resolve(model)  # a wrong name fails now, not in the worker once i-PI runs
