@@ -24,7 +24,7 @@ def test_constants_against_codata():
 
 
 # literals of physical constants that must come from aptnn/units.py (or scipy/ASE through it)
-CONSTANTS = re.compile(r"(6\.022\d*e23|0\.5291\d+|27\.211\d*|1\.602\d*e-19|2\.9979\d*e|1\.0545\d*e-34|"
+CONSTANTS = re.compile(r"(6\.022\d*e23|0\.5291\d+|27\.211\d*|1\.602\d*e-19|2\.9979\d*e\+?\d+|1\.0545\d*e-34|"
                        r"1\.3806\d*e-23|51\.42\d*|41\.341\d*)")
 
 
