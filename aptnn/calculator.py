@@ -20,7 +20,7 @@ import numpy as np
 from ase import Atoms
 from ase.calculators.calculator import Calculator, all_changes, compare_atoms
 
-from aptnn import units
+from aptnn import keys, units
 from aptnn.errors import InputError
 
 __all__ = ["APTCalculator"]
@@ -142,7 +142,7 @@ class APTCalculator(Calculator):
         """APTs (and committee std) of ``atoms``, reused while only momenta or the field change."""
         if self._cache is not None:
             old, apt, std = self._cache
-            if not compare_atoms(old, atoms) and old.info.get("charge", 0.0) == atoms.info.get("charge", 0.0):
+            if not compare_atoms(old, atoms) and old.info.get(keys.CHARGE, 0.0) == atoms.info.get(keys.CHARGE, 0.0):
                 return apt, std
         means, stds = self.predictor.predict_batch([atoms])
         apt, std = means[0], (stds[0] if stds is not None else None)

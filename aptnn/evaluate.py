@@ -8,7 +8,7 @@ from ase import Atoms
 from ase.data import chemical_symbols
 
 from aptnn.errors import InputError
-from aptnn.frames import APT_KEY, get_apt
+from aptnn.labels import APT_KEY, get_apt
 from aptnn.model.tensor import IRREP_SLICES, change_of_basis
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 from ase import Atoms
 
+from aptnn import keys
 from aptnn.defaults import LEARN_CHANNELS
 from aptnn.errors import InputError
 from aptnn.evaluate import metrics
@@ -56,8 +57,8 @@ def pool_velocities(pool: list[Atoms]) -> list[np.ndarray] | None:
     for atoms in pool:
         if "momenta" in atoms.arrays:
             out.append(atoms.get_velocities())
-        elif "velocities" in atoms.arrays:
-            out.append(np.asarray(atoms.arrays["velocities"], float))
+        elif keys.VELOCITIES in atoms.arrays:
+            out.append(np.asarray(atoms.arrays[keys.VELOCITIES], float))
         else:
             return None
     return out
@@ -91,7 +92,7 @@ def learn(pool: list[Atoms], test: list[Atoms], out: str | Path, settings: Learn
     out.mkdir(parents=True, exist_ok=True)
     labelled_path, log_path = out / "labelled.extxyz", out / "rounds.csv"
     labelled = read_frames(labelled_path) if labelled_path.exists() else []
-    done = {int(a.info["source_frame"]) for a in labelled}
+    done = {int(a.info[keys.SOURCE_FRAME]) for a in labelled}
     rows = _log_rows(log_path)
     for k in range(len(rows), settings.rounds + 1):
         if k == 0:
@@ -104,7 +105,7 @@ def learn(pool: list[Atoms], test: list[Atoms], out: str | Path, settings: Learn
         new, failed = label_frames([pool[i] for i in chosen], settings.backend, settings.route, progress=progress)
         failed_at = {j for j, _ in failed}
         for j, frame in zip([j for j in range(len(chosen)) if j not in failed_at], new):
-            frame.info["source_frame"] = chosen[j]
+            frame.info[keys.SOURCE_FRAME] = chosen[j]
             labelled.append(frame)
         done |= set(chosen)  # failed frames are not retried either
         write_frames(labelled_path, labelled)

@@ -7,9 +7,10 @@ import numpy as np
 import torch
 from ase import Atoms
 
+from aptnn import keys
 from aptnn.errors import InputError
-from aptnn.frames import APT_KEY, APT_STD_KEY, check_frame, set_apt
 from aptnn.graph import collate, frame_graph
+from aptnn.labels import APT_KEY, APT_STD_KEY, check_frame, set_apt
 from aptnn.model.checkpoint import load_checkpoint
 from aptnn.model.network import APTNetwork
 from aptnn.progress import progress_bar
@@ -93,7 +94,7 @@ class APTPredictor:
             check_frame(atoms, source, first_index + k)
             graphs.append(frame_graph(atoms, self.species, self.cutoff, source, first_index + k))
         batch = collate(graphs, dtype=self.dtype, device=self.device)
-        charge = torch.tensor([float(a.info.get("charge", 0.0)) for a in frames], dtype=self.dtype,
+        charge = torch.tensor([float(a.info.get(keys.CHARGE, 0.0)) for a in frames], dtype=self.dtype,
                               device=self.device)
         out = self._run_members(batch, charge).double().cpu()
         finite = torch.isfinite(out).flatten(2).all(-1).all(0)   # (Σ N_k,)

@@ -13,11 +13,12 @@ import numpy as np
 import torch
 from ase import Atoms
 
+from aptnn import keys
 from aptnn._version import __version__
 from aptnn.distributed import SERIAL, Context, all_sum, any_rank, gather_objects
 from aptnn.errors import InputError
-from aptnn.frames import get_apt
 from aptnn.graph import FrameGraph, collate, frame_graph
+from aptnn.labels import get_apt
 from aptnn.model.checkpoint import save_checkpoint
 from aptnn.model.network import APTNetwork, ModelConfig
 from aptnn.model.tensor import change_of_basis, normalisation_stats, to_irreps
@@ -65,7 +66,7 @@ def prepare(frames: list[Atoms], species: list[int], cutoff: float, source: str 
         if require_labels and not mask.any():
             raise InputError("frame has no labelled atom (no finite 'apt' rows)", source, k)
         out.append(LabelledFrame(frame_graph(atoms, species, cutoff, source, k), torch.from_numpy(apt),
-                                 torch.from_numpy(mask), float(atoms.info.get("charge", 0.0))))
+                                 torch.from_numpy(mask), float(atoms.info.get(keys.CHARGE, 0.0))))
     return out
 
 

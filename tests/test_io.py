@@ -4,9 +4,9 @@ import pytest
 from ase.build import molecule
 
 from aptnn.errors import InputError
-from aptnn.frames import get_apt, set_apt
 from aptnn.io import read_frames, write_frames
 from aptnn.io.anchor import read_anchor, write_anchor
+from aptnn.labels import get_apt, set_apt
 
 
 def test_extxyz_apt_is_row_major_dM_dr(tmp_path):

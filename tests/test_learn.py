@@ -67,7 +67,7 @@ def test_intensity_spread_of_a_committee(tmp_path):
     assert intensity_spread(APTPredictor([a, a]), pool, vel) == pytest.approx(0.0, abs=1e-12)
     still = [water_box(seed=k) for k in range(2)]
     assert pool_velocities(still) is None
-    from aptnn.frames import set_apt
+    from aptnn.labels import set_apt
 
     labelled = pool[0].copy()
     set_apt(labelled, committee.predict(labelled))

@@ -10,8 +10,8 @@ from helpers import apts
 
 from aptnn.cli import main
 from aptnn.errors import CheckpointError, InputError
-from aptnn.frames import set_apt
 from aptnn.io import read_frames, write_frames
+from aptnn.labels import set_apt
 from aptnn.model.checkpoint import load_checkpoint, save_checkpoint
 from aptnn.predict import APTPredictor
 from aptnn.train import TrainSettings, batch_loss, prepare, train_committee

@@ -123,8 +123,8 @@ def run_evaluate(model, files, plot, json_file, batch_size, float64, cell, threa
     from pathlib import Path
 
     from aptnn.evaluate import check_labelled, format_metrics, metrics, parity_plot
-    from aptnn.frames import APT_KEY
     from aptnn.io import read_frames
+    from aptnn.labels import APT_KEY
     from aptnn.predict import APTPredictor
 
     set_threads(threads)

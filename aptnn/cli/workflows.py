@@ -5,6 +5,7 @@ import sys
 
 import click
 
+from aptnn import keys
 from aptnn.cli import options
 from aptnn.cli.errors import run_command
 from aptnn.cli.options import set_threads
@@ -103,9 +104,9 @@ def run_select(trajectory, count, output, method, model, fmt, lammps_units, seed
     out = []
     for k in chosen:
         atoms = frames[k].copy()
-        atoms.info["source_frame"] = k
+        atoms.info[keys.SOURCE_FRAME] = k
         if scores is not None:
-            atoms.info["apt_spread_e"] = float(scores[k])
+            atoms.info[keys.APT_SPREAD] = float(scores[k])
         out.append(atoms)
     write_frames(output, out)
     click.echo(f"selected frames {chosen} of {len(frames)} ({method}) → {output}")
@@ -151,7 +152,7 @@ def run_learn(pool, test_file, output, initial, per_round, rounds, method, membe
     frames = []
     for f in open_trajectory(pool, lammps_units=lammps_units):
         if f.velocities is not None and "momenta" not in f.atoms.arrays:
-            f.atoms.arrays["velocities"] = f.velocities  # Å/fs, for the IR-intensity spread
+            f.atoms.arrays[keys.VELOCITIES] = f.velocities  # Å/fs, for the IR-intensity spread
         frames.append(f.atoms)
     test = read_frames(test_file)
     settings = LearnSettings(initial=initial, per_round=per_round, rounds=rounds, method=method,

@@ -13,7 +13,7 @@ import numpy as np
 from ase import Atoms
 
 from aptnn.errors import InputError
-from aptnn.frames import APT_KEY
+from aptnn.labels import APT_KEY
 
 _FMT = re.compile(r"fmt\s*=\s*['\"]?p:([at])['\"]?")
 

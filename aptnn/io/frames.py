@@ -8,7 +8,7 @@ import numpy as np
 from ase import Atoms
 
 from aptnn.errors import APTNNError, InputError
-from aptnn.frames import APT_KEY, check_frame
+from aptnn.labels import APT_KEY, check_frame
 
 #: coarsest float32 step (Å) accepted at the largest |coordinate| of a frame with velocities (|x| < 16384 Å)
 FLOAT32_STEP_LIMIT_A = 1e-3

@@ -1,7 +1,9 @@
 """H5MD files (LAMMPS ``dump h5md``, MDAnalysis, GROMACS...) read directly with h5py, frame by frame.
 
 Frames in Å, Å/fs and fs (:class:`aptnn.io.source.MDFrame`); datasets without a ``unit`` attribute are in
-the LAMMPS unit style of the run (``--units``, or the run's log.lammps next to the file, else real).
+the LAMMPS unit style of the run (``--units``, or the run's log.lammps next to the file, else real). The native
+units (``units``) are derived when the file is opened: the ``unit`` attributes of position/value,
+position/time and velocity/value, else those of that style.
 """
 from __future__ import annotations
 
@@ -14,8 +16,11 @@ from ase.data import chemical_symbols
 
 from aptnn import units
 from aptnn.errors import InputError
-from aptnn.io.lammps_units import check_style, resolve_style
-from aptnn.io.source import FrameSource, MDFrame
+from aptnn.io.frames import reading
+from aptnn.io.lammps_units import check_style, native_units, resolve_style
+from aptnn.io.source import FrameSource, MDFrame, Probe
+
+HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 
 
 class H5MDSource(FrameSource):
@@ -29,6 +34,30 @@ class H5MDSource(FrameSource):
     """
 
     format = "h5md"
+    extensions = (".h5", ".h5md", ".hdf5")
+    priority = 10
+
+    @classmethod
+    def detect(cls, probe: Probe) -> str | None:
+        """HDF5 (magic bytes or name): ``h5md`` with /particles, ``stream`` for a dM/dt stream (/dMdt), else an
+        :class:`InputError`."""
+        if not (probe.raw.startswith(HDF5_MAGIC) or probe.name.endswith(cls.extensions)):
+            return None
+        import h5py
+
+        with reading(probe.path, "as HDF5"), h5py.File(probe.path, "r") as f:
+            if "particles" in f:
+                return "h5md"
+            if "dMdt" in f:
+                return "stream"
+        raise InputError("HDF5 file is neither H5MD (/particles) nor a dM/dt stream (/dMdt)", probe.path)
+
+    @classmethod
+    def open(cls, path: str, lammps_units: str | None = None, types: list[str] | None = None,
+             timestep: float | None = None) -> H5MDSource:
+        """``timestep`` (fs) gives times when the file has none; ``lammps_units`` the units of datasets without
+        a ``unit`` attribute."""
+        return cls(path, types=types, timestep_fs=timestep, lammps_units=lammps_units)
 
     def __init__(self, path: str, group: str | None = None, types: list[str] | None = None,
                  timestep_fs: float | None = None, lammps_units: str | None = None):
@@ -68,13 +97,16 @@ class H5MDSource(FrameSource):
     def _length(self) -> int:
         return int(self.g["position"]["value"].shape[0])
 
-    def _factor(self, parse, ds, default: float, missing: list[str]) -> float:
-        """Conversion factor of dataset ``ds`` from its ``unit`` attribute; a bad unit names file and dataset."""
+    def _factor(self, parse, ds, default: float, missing: list[str], kind: str | None = None) -> float:
+        """Conversion factor of dataset ``ds`` from its ``unit`` attribute (recorded in ``self.units[kind]``);
+        a bad unit names file and dataset."""
         u = ds.attrs.get("unit")
         u = u.decode() if isinstance(u, bytes) else u
         if not u:
             missing.append(ds.name)
             return default
+        if kind:
+            self.units[kind] = str(u)
         try:
             return parse(u)
         except InputError as err:
@@ -86,11 +118,13 @@ class H5MDSource(FrameSource):
             self.lammps_units = resolve_style(self.path, None, required=False)
         self.lammps_units = self.lammps_units or "real"
         flen, ftime, fvel = units.LAMMPS_UNITS[self.lammps_units]
+        self.units = native_units(self.lammps_units)
         pos, missing = self.g["position"], []
-        self.fpos = self._factor(units.parse_length, pos["value"], flen, missing)
-        self.ftime = self._factor(units.parse_time, pos["time"], ftime, missing) if "time" in pos else ftime
+        self.fpos = self._factor(units.parse_length, pos["value"], flen, missing, "length")
+        self.ftime = self._factor(units.parse_time, pos["time"], ftime, missing, "time") if "time" in pos else ftime
         vel = self.g["velocity"] if "velocity" in self.g else None
-        self.fvel = self._factor(units.parse_velocity, vel["value"], fvel, missing) if vel is not None else 1.0
+        self.fvel = (self._factor(units.parse_velocity, vel["value"], fvel, missing, "velocity") if vel is not None
+                     else 1.0)
         edges = self.g["box"]["edges"] if "box" in self.g and "edges" in self.g["box"] else None
         self.edges = edges
         self.fbox = 1.0 if edges is None else self._factor(

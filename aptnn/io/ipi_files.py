@@ -2,7 +2,9 @@
 
 i-PI's own reader (``ipi.utils.io.iter_file_name``) parses the units written in each comment line
 (``positions{angstrom}``, ``velocities{atomic_unit}``, ``cell{…}``) and returns atomic units, which are
-converted here: bohr → Å, bohr/a.u. time → Å/fs; the cell matrix h has lattice vectors as columns.
+converted here: bohr → Å, bohr/a.u. time → Å/fs; the cell matrix h has lattice vectors as columns. The
+reader's native ``units`` are those the first comment lines declare (i-PI's default: atomic units); times are
+``step`` × the i-PI time step given in fs.
 """
 from __future__ import annotations
 
@@ -18,10 +20,11 @@ from ase import Atoms
 from aptnn import units
 from aptnn.errors import InputError
 from aptnn.io.frames import reading
-from aptnn.io.trajectory import FrameSource, MDFrame
+from aptnn.io.source import FrameSource, MDFrame, Probe
 
 _BEAD = re.compile(r"^(?P<prefix>.*)\.(?P<kind>pos|vel|xc|vc)_(?P<bead>\d+)\.(?P<ext>\w+)$")
 _STEP = re.compile(r"Step:\s*(\d+)")
+_UNIT = re.compile(r"\b(?:positions|velocities|x_centroid|v_centroid)\{(\w+)\}")
 VEL_FACTOR = units.BOHR_TO_ANGSTROM / units.AU_TIME_TO_FS
 
 
@@ -42,16 +45,46 @@ def bead_files(path: str) -> tuple[list[str], list[str] | None]:
     return pos, vel if all(os.path.exists(v) for v in vel) else None
 
 
+def _declared_unit(path: str) -> str:
+    """The unit the first comment line of an i-PI xyz file declares (``positions{angstrom}`` → angstrom),
+    i-PI's default ``atomic_unit`` when it names none or cannot be read (reading reports that)."""
+    try:
+        with open(path, errors="replace") as fh:
+            fh.readline(100)
+            m = _UNIT.search(fh.readline(2000))
+    except OSError:
+        return "atomic_unit"
+    return m.group(1) if m else "atomic_unit"
+
+
 class IPISource(FrameSource):
     """One bead (or a classical run) of i-PI xyz output; ``timestep_fs`` is the i-PI time step (fs)."""
 
     format = "ipi"
+    priority = 30
+
+    @classmethod
+    def detect(cls, probe: Probe) -> str | None:
+        """i-PI output from its name: ``prefix.pos_<k>.xyz``, ``prefix.vel_<k>.xyz``, ``prefix.pos.xyz``."""
+        plain = probe.plain
+        ipi = ".pos_" in plain or ".vel_" in plain or plain.endswith(".pos.xyz") or ".pos." in plain
+        return cls.format if ipi else None
+
+    @classmethod
+    def open(cls, path: str, lammps_units: str | None = None, types: list[str] | None = None,
+             timestep: float | None = None) -> IPISource:
+        """``timestep``: the i-PI time step (fs)."""
+        return cls(path, timestep_fs=timestep)
 
     def __init__(self, path: str, velocity_path: str | None = None, timestep_fs: float | None = None):
         self.path, self.velocity_path, self.timestep_fs = path, velocity_path, timestep_fs
         if velocity_path is None:
             guess = path.replace(".pos_", ".vel_").replace(".pos.", ".vel.")
             self.velocity_path = guess if guess != path and os.path.exists(guess) else None
+        length = _declared_unit(path)
+        velocity = _declared_unit(self.velocity_path) if self.velocity_path else "atomic_unit"
+        self.units = {"length": "bohr" if length == "atomic_unit" else length, "time": "fs",
+                      "velocity": "bohr/au" if velocity == "atomic_unit" else velocity}
 
     def _length(self) -> int:
         with open(self.path) as fh:

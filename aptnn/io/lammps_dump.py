@@ -9,7 +9,8 @@ the box); velocities from ``vx vy vz``.
 
 Units: a dump is in its run's LAMMPS unit style (:mod:`aptnn.io.lammps_units`): positions and box in its
 length unit, velocities in its velocity unit, ``timestep`` in its time unit; frames are converted to Å,
-Å/fs and fs. Time: ``step`` × ``timestep``, else the ``TIME`` item.
+Å/fs and fs. Time: ``step`` × ``timestep``, else the ``TIME`` item. The reader's native ``units`` are those
+of the style, found when the dump is opened.
 """
 from __future__ import annotations
 
@@ -24,8 +25,8 @@ from ase.data import atomic_numbers
 
 from aptnn import units
 from aptnn.errors import InputError
-from aptnn.io.lammps_units import resolve_style
-from aptnn.io.source import FrameSource, MDFrame
+from aptnn.io.lammps_units import native_units, resolve_style
+from aptnn.io.source import FrameSource, MDFrame, Probe
 
 #: magic bytes → (name, opener) of the compressions read
 COMPRESSIONS = ((b"\x1f\x8b", "gzip", gzip.open), (b"BZh", "bzip2", bz2.open), (b"\xfd7zXZ\x00", "xz", lzma.open))
@@ -193,6 +194,23 @@ class LAMMPSDumpSource(FrameSource):
     """
 
     format = "lammpsdump"
+    extensions = (".lammpstrj", ".lammpsdump", ".dump")
+    priority = 20
+
+    @classmethod
+    def detect(cls, probe: Probe) -> str | None:
+        """A dump from its (decompressed) content, ``ITEM:``, else from its name (``*.dump``, ``dump.*``, …)."""
+        plain = probe.plain
+        if probe.head.startswith(b"ITEM:") or plain.endswith(cls.extensions) or ".dump." in plain or \
+                plain.startswith("dump."):
+            return cls.format
+        return None
+
+    @classmethod
+    def open(cls, path: str, lammps_units: str | None = None, types: list[str] | None = None,
+             timestep: float | None = None) -> LAMMPSDumpSource:
+        """``timestep`` in the style's time unit."""
+        return cls(path, lammps_units, types, timestep)
 
     def __init__(self, path: str, lammps_units: str | None = None, types: list[str] | None = None,
                  timestep: float | None = None):
@@ -221,6 +239,7 @@ class LAMMPSDumpSource(FrameSource):
         self._elements_setup(frame)  # checks in the order a user fixes them: format, columns, elements, units
         self.style = resolve_style(path, lammps_units, frame.items.get("UNITS"))
         self.flen, self.ftime, self.fvel = units.LAMMPS_UNITS[self.style]
+        self.units = native_units(self.style)
         self.timestep_fs = None if timestep is None else timestep * self.ftime
         self._n: int | None = None
         self.digits: int | None = -1  # significant digits of the coordinates as written (None: unknown)

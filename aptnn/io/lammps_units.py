@@ -114,3 +114,10 @@ def resolve_style(path: str, given: str | None, declared: str | None = None, req
     raise InputError("LAMMPS dumps do not record their unit style: give --units, one of "
                      f"{units.lammps_styles()} (or keep the run's log.lammps next to the dump, or write it with "
                      "'dump_modify ID units yes')", path)
+
+
+def native_units(style: str) -> dict[str, str]:
+    """The native units of a LAMMPS unit style as a reader declares them (``units``): length, time, velocity
+    (``real`` → angstrom, fs, angstrom/fs; ``metal`` → angstrom, ps, angstrom/ps; …)."""
+    length, time, velocity = (u.replace("Å", "angstrom") for u in units.LAMMPS_UNIT_NAMES[style])
+    return {"length": length, "time": time, "velocity": velocity}

@@ -21,18 +21,17 @@ from aptnn import units
 from aptnn.errors import InputError
 from aptnn.io.frames import reading
 from aptnn.io.h5md import H5MDSource
+from aptnn.io.ipi_files import IPISource, bead_files
 from aptnn.io.lammps_dump import COMPRESSIONS, LAMMPSDumpSource, head_bytes
-from aptnn.io.source import FrameSource, MDFrame
+from aptnn.io.source import READERS, FrameSource, MDFrame, Probe
 
-__all__ = ["FORMATS", "ASESource", "FrameSource", "H5MDSource", "LAMMPSDumpSource", "MDFrame", "detect_format",
-           "open_run", "open_trajectory"]
+__all__ = ["FORMATS", "READERS", "ASEFileSource", "ASESource", "FrameSource", "H5MDSource", "IPISource",
+           "LAMMPSDumpSource", "MDFrame", "detect_format", "open_run", "open_trajectory"]
 
-FORMATS = ("extxyz", "h5md", "lammpsdump", "ipi", "ase")
 SUPPORTED = ("LAMMPS text dumps (.lammpstrj, .dump; plain, gzip, bzip2 or xz), H5MD (.h5, .h5md), extxyz (.extxyz, "
              ".xyz), i-PI output (prefix.pos_<k>.xyz), ASE trajectories (.traj) and VASP XDATCAR/vasprun.xml")
 #: name endings ASE reads into usable MD frames (positions; .traj also momenta)
 ASE_NAMES = (".traj", "xdatcar", "vasprun.xml")
-_HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 #: name endings of formats refused when detected, with the reason
 REFUSED = {
     (".dcd", ".xtc", ".trr", ".trj", ".nc", ".ncdf", ".mdcrd", ".crd", ".binpos", ".tng"):
@@ -51,33 +50,20 @@ def _strip_compression(name: str) -> str:
 
 
 def detect_format(path: str) -> str:
-    """The trajectory format of ``path`` from its content (HDF5, LAMMPS dump), else from its name; formats
-    aptnn cannot use are an :class:`InputError` listing those it reads."""
+    """The trajectory format of ``path``: the registered readers (:data:`READERS`), in order of ``priority``,
+    look at its content (HDF5, LAMMPS dump) and name; formats aptnn cannot use are an :class:`InputError`
+    listing those it reads."""
     with reading(path, "the start of the file"):
         head = head_bytes(path)
         with open(path, "rb") as fh:
             raw = fh.read(8)
     name = os.path.basename(path).lower()
     plain = _strip_compression(name)
-    if raw.startswith(_HDF5_MAGIC) or name.endswith((".h5", ".h5md", ".hdf5")):
-        import h5py
-
-        with reading(path, "as HDF5"), h5py.File(path, "r") as f:
-            if "particles" in f:
-                return "h5md"
-            if "dMdt" in f:
-                return "stream"
-        raise InputError("HDF5 file is neither H5MD (/particles) nor a dM/dt stream (/dMdt)", path)
-    if head.startswith(b"ITEM:"):
-        return "lammpsdump"
-    if plain.endswith((".lammpstrj", ".lammpsdump", ".dump")) or ".dump." in plain or plain.startswith("dump."):
-        return "lammpsdump"
-    if ".pos_" in plain or ".vel_" in plain or plain.endswith(".pos.xyz") or ".pos." in plain:
-        return "ipi"
-    if plain.endswith((".extxyz", ".xyz")):
-        return "extxyz"
-    if plain.endswith(ASE_NAMES) or plain in ("xdatcar", "vasprun.xml"):
-        return "ase"
+    probe = Probe(path, name, plain, raw, head)
+    for reader in sorted(READERS.values(), key=lambda r: r.priority):
+        found = reader.detect(probe)
+        if found:
+            return found
     for endings, why in REFUSED.items():
         if plain.endswith(endings):
             ext = next(e for e in endings if plain.endswith(e))
@@ -92,16 +78,25 @@ def detect_format(path: str) -> str:
 
 class ASESource(FrameSource):
     """extxyz and any ASE-readable trajectory. Velocities from a ``velocities``/``vel``/``velo`` array (in
-    ``velocity_unit``, default Å/fs) or from ASE momenta (converted from ASE units); time from ``info['time']``
-    (fs) or ``step`` × ``timestep``."""
+    Å/fs × ``velocity_factor``) or from ASE momenta (converted from ASE units); time from ``info['time']``
+    (fs) or ``step`` × ``timestep``. Native units: Å, fs, Å/fs."""
 
+    format = "extxyz"
+    extensions = (".extxyz", ".xyz")
+    priority = 40
     VELOCITY_KEYS = ("velocities", "velocity", "vel", "velo")
+
+    @classmethod
+    def open(cls, path: str, lammps_units: str | None = None, types: list[str] | None = None,
+             timestep: float | None = None) -> ASESource:
+        """``timestep`` (fs) gives times to frames without ``info['time']``."""
+        return cls(path, cls.format, timestep_fs=timestep)
 
     def __init__(self, path: str, format: str | None = None, timestep_fs: float | None = None,
                  velocity_factor: float = 1.0):
         import ase.io
 
-        self.path, self.format = path, format or "extxyz"
+        self.path, self.format = path, format or type(self).format
         self.timestep_fs, self.velocity_factor = timestep_fs, velocity_factor
         self._read = lambda index: ase.io.iread(path, index=index, format=None if format == "ase" else format)
         self._n: int | None = None
@@ -134,13 +129,27 @@ class ASESource(FrameSource):
             yield MDFrame(atoms, v, None if time is None else float(time), step)
 
 
+class ASEFileSource(ASESource):
+    """Any trajectory ASE reads with its own format detection (``--format ase``: .traj, XDATCAR, vasprun.xml)."""
+
+    format = "ase"
+    extensions = ASE_NAMES
+    priority = 50
+
+    @classmethod
+    def detect(cls, probe: Probe) -> str | None:
+        return cls.format if probe.plain.endswith(ASE_NAMES) else None
+
+
+#: the registered format names, in order of detection
+FORMATS = tuple(sorted(READERS, key=lambda f: READERS[f].priority))
+
+
 def open_run(path: str, format: str | None = None, lammps_units: str | None = None, types: list[str] | None = None,
              timestep: float | None = None) -> list[FrameSource]:
     """Sources of one run: a single trajectory, or every bead of an i-PI PIMD run (``prefix.pos_<k>.xyz``)."""
     fmt = format or (detect_format(path) if os.path.exists(path) and not os.path.isdir(path) else None)
     if fmt == "ipi":
-        from aptnn.io.ipi_files import IPISource, bead_files
-
         positions, velocities = bead_files(path)
         for p in positions:
             _check_not_empty(p)
@@ -169,15 +178,8 @@ def open_trajectory(path: str, format: str | None = None, lammps_units: str | No
     """
     _check_not_empty(path)
     fmt = format or detect_format(path)
-    with reading(path, f"as {fmt}"):
-        if fmt == "h5md":
-            return H5MDSource(path, types=types, timestep_fs=timestep, lammps_units=lammps_units)
-        if fmt == "lammpsdump":
-            return LAMMPSDumpSource(path, lammps_units, types, timestep)
-        if fmt == "ipi":
-            from aptnn.io.ipi_files import IPISource
-
-            return IPISource(path, timestep_fs=timestep)
-        if fmt in ("extxyz", "ase"):
-            return ASESource(path, None if fmt == "ase" else "extxyz", timestep_fs=timestep)
+    reader = READERS.get(fmt)
+    if reader is not None:
+        with reading(path, f"as {fmt}"):
+            return reader.open(path, lammps_units=lammps_units, types=types, timestep=timestep)
     raise InputError(f"unknown trajectory format {fmt!r}; choose from {', '.join(FORMATS)}", path)

@@ -19,7 +19,7 @@ import numpy as np
 from ase import Atoms
 from ase.calculators.calculator import Calculator, all_changes
 
-from aptnn import units
+from aptnn import keys, units
 from aptnn.label.routes import BackendMissing, LabelError
 
 
@@ -39,7 +39,7 @@ def build(atoms: Atoms, method: str = "b3lyp", basis: str = "6-31g*", charge: in
     gto, scf, dft = _pyscf()
     if atoms.pbc.any():
         raise LabelError("the pyscf backend labels molecules only (open boundaries); set pbc to False")
-    charge = int(round(atoms.info.get("charge", 0))) if charge is None else charge
+    charge = int(round(atoms.info.get(keys.CHARGE, 0))) if charge is None else charge
     mol = gto.M(atom=list(zip(atoms.get_chemical_symbols(), atoms.positions)), basis=basis, unit="Angstrom",
                 charge=charge, spin=spin, verbose=0)
     if method.lower() in ("hf", "rhf"):

@@ -6,8 +6,8 @@ from pathlib import Path
 import numpy as np
 from ase import Atoms
 
-from aptnn.frames import set_apt
 from aptnn.label.routes import BackendMissing, LabelError, displacement_route, field_route
+from aptnn.labels import set_apt
 from aptnn.progress import progress_bar
 
 BACKENDS = ("xtb", "pyscf", "cp2k")

@@ -1,4 +1,5 @@
-"""Frames are ASE :class:`~ase.Atoms` objects; this module holds the shared conventions on them.
+"""APT labels on ASE :class:`~ase.Atoms` frames: checks, and reading/writing the ``apt`` array (keys in
+:mod:`aptnn.keys`).
 
 * positions in Å (may be unwrapped, i.e. outside the cell), cell rows = lattice vectors in Å;
 * ``pbc`` all False means open boundaries (cluster / gas phase), then the cell is ignored;
@@ -11,10 +12,11 @@ from __future__ import annotations
 import numpy as np
 from ase import Atoms
 
+from aptnn import keys
 from aptnn.errors import InputError
 
-APT_KEY = "apt"
-APT_STD_KEY = "apt_std"
+APT_KEY = keys.APT          # kept as names of this module for existing imports
+APT_STD_KEY = keys.APT_STD
 
 
 def check_frame(atoms: Atoms, source: str | None = None, frame: int | None = None) -> None:
