@@ -24,7 +24,7 @@ from ase.data import atomic_masses, chemical_symbols
 
 from aptnn import units
 from aptnn.errors import InputError
-from aptnn.io.frames import check_md_frame
+from aptnn.io.checks import check_md_frame
 from aptnn.progress import progress_bar
 
 __all__ = ["DipoleDerivative", "Results"]

@@ -1,4 +1,4 @@
-"""Readers and writers: every format yields ASE Atoms following :mod:`aptnn.frames` conventions."""
-from aptnn.io.frames import read_frames, write_frames
+"""Readers and writers: every format yields ASE Atoms following :mod:`aptnn.keys` / :mod:`aptnn.labels` conventions."""
+from aptnn.io.labelled import read_frames, write_frames
 
 __all__ = ["read_frames", "write_frames"]

@@ -16,7 +16,7 @@ from ase.data import chemical_symbols
 
 from aptnn import units
 from aptnn.errors import InputError
-from aptnn.io.frames import reading
+from aptnn.io.checks import reading
 from aptnn.io.lammps_units import check_style, native_units, resolve_style
 from aptnn.io.source import FrameSource, MDFrame, Probe
 

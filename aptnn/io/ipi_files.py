@@ -19,7 +19,7 @@ from ase import Atoms
 
 from aptnn import units
 from aptnn.errors import InputError
-from aptnn.io.frames import reading
+from aptnn.io.checks import reading
 from aptnn.io.source import FrameSource, MDFrame, Probe
 
 _BEAD = re.compile(r"^(?P<prefix>.*)\.(?P<kind>pos|vel|xc|vc)_(?P<bead>\d+)\.(?P<ext>\w+)$")

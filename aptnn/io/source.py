@@ -25,7 +25,7 @@ from typing import ClassVar, Iterator
 import numpy as np
 from ase import Atoms
 
-from aptnn.io.frames import check_md_frame, reading
+from aptnn.io.checks import check_md_frame, reading
 
 #: format name → reader class, in registration order (filled when the format modules are imported)
 READERS: dict[str, type[FrameSource]] = {}

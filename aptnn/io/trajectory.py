@@ -4,7 +4,7 @@ Every source yields :class:`MDFrame` objects in internal units: positions and ce
 unwrapped), velocities in Å/fs (None when the file has none), time in fs (None when unknown), the MD step
 when the file records it.
 
-Every frame is checked once, at the reader (:func:`aptnn.io.frames.check_md_frame`): same atom count and elements
+Every frame is checked once, at the reader (:func:`aptnn.io.labelled.check_md_frame`): same atom count and elements
 as frame 0, finite positions, velocities and cell, enough precision of the coordinates. Any exception of the
 underlying library becomes an :class:`InputError` naming the file and the frame. The format is detected from
 the content (HDF5 and LAMMPS dumps, compressed or not) and the name; files aptnn cannot use (DCD, XTC,
@@ -19,7 +19,7 @@ import numpy as np
 
 from aptnn import units
 from aptnn.errors import InputError
-from aptnn.io.frames import reading
+from aptnn.io.checks import reading
 from aptnn.io.h5md import H5MDSource
 from aptnn.io.ipi_files import IPISource, bead_files
 from aptnn.io.lammps_dump import COMPRESSIONS, LAMMPSDumpSource, head_bytes
