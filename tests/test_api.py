@@ -17,7 +17,7 @@ from ase.calculators.mixing import SumCalculator
 from ase.calculators.tip3p import TIP3P
 from ase.constraints import FixBondLengths
 from ase.md.verlet import VelocityVerlet
-from conftest import random_network, water_box
+from helpers import random_network, water_box
 from MDAnalysis.coordinates.memory import MemoryReader
 from scipy import constants as si
 from scipy.spatial.transform import Rotation

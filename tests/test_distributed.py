@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from ase.io import write
 from click.testing import CliRunner
-from conftest import water_box
+from helpers import water_box
 
 from aptnn.cli import merge, post
 from aptnn.io.stream_repair import merge_streams

@@ -7,7 +7,7 @@ gives the same series to 1e-10 in float64; (3) the same for PIMD bead files and 
 import ase.io
 import numpy as np
 import pytest
-from conftest import water_box
+from helpers import water_box
 
 from aptnn.drivers.ipi.processor import ClientSettings, StepProcessor
 from aptnn.estimators import StepEstimator, canonical, minimum_image, resolve, species_groups

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from ase import Atoms
 from ase.neighborlist import neighbor_list
-from conftest import water_box
+from helpers import water_box
 
 from aptnn.errors import InputError
 from aptnn.graph import frame_graph, neighbour_list

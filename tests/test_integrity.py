@@ -161,7 +161,7 @@ def _other_model(tmp_path):
 
 
 def test_sharded_runs_never_mix_models(tmp_path):
-    from conftest import water_box
+    from helpers import water_box
 
     from aptnn import distributed as dist
     from aptnn.io.stream_repair import merge_streams

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import water_box
+from helpers import water_box
 
 from aptnn.cli import main
 from aptnn.io import read_frames, write_frames

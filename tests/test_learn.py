@@ -3,7 +3,7 @@ import csv
 
 import numpy as np
 import pytest
-from conftest import water_box
+from helpers import water_box
 
 from aptnn.io import read_frames
 from aptnn.learn import LearnSettings, learn
@@ -45,7 +45,7 @@ def test_learning_loop_rounds_and_resume(tmp_path):
 
 
 def test_intensity_spread_of_a_committee(tmp_path):
-    from conftest import random_network
+    from helpers import random_network
 
     from aptnn.errors import InputError
     from aptnn.learn import intensity_spread, pool_velocities

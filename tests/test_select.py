@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from conftest import random_network, water_box
 from e3nn import o3
+from helpers import random_network, water_box
 
 from aptnn.cli import main
 from aptnn.errors import InputError

@@ -39,7 +39,7 @@ def test_shipped_model_float64_agrees_and_sum_rule_holds(model, shared_data):
 @pytest.mark.slow
 def test_compiled_model_agrees_with_eager(model):
     """torch.compile'd tensor products (dynamic shapes): same APTs for systems of different size."""
-    from conftest import water_box
+    from helpers import water_box
 
     compiled = aptnn.load_model(compile=True)
     for atoms in (water_box(2), water_box(3, seed=1)):  # 24 and 81 atoms: no recompilation per size
@@ -48,7 +48,7 @@ def test_compiled_model_agrees_with_eager(model):
 
 def test_failed_compilation_falls_back_to_eager(model, monkeypatch):
     import torch
-    from conftest import water_box
+    from helpers import water_box
 
     class Broken(torch.nn.Module):  # what a compiled module does when the compiler fails at the first call
         def forward(self, *args):

@@ -8,9 +8,8 @@ import pytest
 import torch
 from ase import Atoms
 from ase.build import make_supercell, molecule
-from conftest import random_network, water_box
 from e3nn import o3
-from helpers import apts
+from helpers import apts, random_network, water_box
 
 TOL = 1e-5  # e; float64 reaches ~1e-12
 

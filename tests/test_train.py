@@ -5,8 +5,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from conftest import random_network, water_box
-from helpers import apts
+from helpers import apts, random_network, water_box
 
 from aptnn.cli import main
 from aptnn.errors import CheckpointError, InputError
