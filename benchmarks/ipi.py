@@ -24,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from aptnn.ipi_demo import finish, prepare_ipi_water, start_aptnn, start_ipi
+from aptnn.demo.ipi import finish, prepare_ipi_water, start_aptnn, start_ipi
 
 EMULATOR = Path(__file__).with_name("mlff_emulator.py")
 

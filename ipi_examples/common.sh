@@ -6,7 +6,7 @@ run_example() {
   rm -f /tmp/ipi_aptnn-example-lammps /tmp/ipi_aptnn-example-apt RESTART sim.* run.dmdt.h5
   python - <<'PY'
 from aptnn.demo import water_data
-from aptnn.ipi_demo import ipi_init_xyz, lammps_ipi_client_script
+from aptnn.demo.ipi import ipi_init_xyz, lammps_ipi_client_script
 text, box = water_data(64, seed=1)
 open("water.data", "w").write(text)
 open("init.xyz", "w").write(ipi_init_xyz(text, box))

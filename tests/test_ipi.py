@@ -1,6 +1,6 @@
 """aptnn-ipi against a real i-PI server with LAMMPS (fix ipi) as the force engine.
 
-Waits are on progress (the run's files growing, see aptnn.ipi_demo.wait_until), not on fixed wall times;
+Waits are on progress (the run's files growing, see aptnn.demo.ipi.wait_until), not on fixed wall times;
 APTNN_TEST_TIME_SCALE multiplies every limit on a slow or loaded machine.
 """
 import re
@@ -17,10 +17,7 @@ import pytest
 from click.testing import CliRunner
 
 from aptnn.cli import post
-from aptnn.drivers.ipi.client import ClientSettings, IPIClient, exact_sum_rule
-from aptnn.drivers.ipi.protocol import Request
-from aptnn.io.stream import n_frames, read_chunks, read_info
-from aptnn.ipi_demo import (
+from aptnn.demo.ipi import (
     finish,
     kill_all,
     prepare_ipi_water,
@@ -30,6 +27,9 @@ from aptnn.ipi_demo import (
     time_scale,
     wait_until,
 )
+from aptnn.drivers.ipi.client import ClientSettings, IPIClient, exact_sum_rule
+from aptnn.drivers.ipi.protocol import Request
+from aptnn.io.stream import n_frames, read_chunks, read_info
 
 MODEL = "water-rpbe-d3"
 CLI = [sys.executable, "-m", "aptnn.drivers.ipi.cli"]

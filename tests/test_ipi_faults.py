@@ -1,6 +1,6 @@
 """aptnn-ipi faults against a real i-PI (LAMMPS forces): processes left behind, i-PI left waiting, restarts.
 
-Waits are on progress (aptnn.ipi_demo.wait_until); APTNN_TEST_TIME_SCALE multiplies every limit.
+Waits are on progress (aptnn.demo.ipi.wait_until); APTNN_TEST_TIME_SCALE multiplies every limit.
 """
 import os
 import re
@@ -14,8 +14,7 @@ import h5py
 import numpy as np
 import pytest
 
-from aptnn.io.stream import n_frames, read_chunks
-from aptnn.ipi_demo import (
+from aptnn.demo.ipi import (
     add_to_aptnn_socket,
     finish,
     kill_all,
@@ -27,6 +26,7 @@ from aptnn.ipi_demo import (
     time_scale,
     wait_until,
 )
+from aptnn.io.stream import n_frames, read_chunks
 
 CLI = [sys.executable, "-m", "aptnn.drivers.ipi.cli"]
 

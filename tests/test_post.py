@@ -201,7 +201,7 @@ def test_bad_trajectories(lammps_water, tmp_path):
 @pytest.fixture(scope="module")
 def ipi_pimd(tmp_path_factory):
     """A real i-PI PIMD run (4 beads, 32 SPC/Fw waters, LAMMPS fix ipi forces), 30 steps of 0.25 fs."""
-    from aptnn.ipi_demo import run_ipi_pimd
+    from aptnn.demo.ipi import run_ipi_pimd
 
     return run_ipi_pimd(tmp_path_factory.mktemp("ipi"), n_molecules=32, nbeads=4, steps=30)
 

@@ -9,7 +9,7 @@ import time
 import uuid
 from pathlib import Path
 
-from aptnn.demo import spcfw_setup, water_data
+from aptnn.demo.water import spcfw_setup, water_data
 
 IPI_INPUT = """<simulation verbosity='low' safe_stride='100'>
   <output prefix='{prefix}'>
