@@ -62,6 +62,16 @@ def evaluation(batch_size: int = 4):
     return apply
 
 
+TIMESTEP_HELP = ("The MD time step (the engine's own `timestep`) in fs; for LAMMPS dumps in the run's time unit "
+                 "(--units). Frame times are step × timestep (the frame index stands in for the step where a file "
+                 "records none).")
+
+
+def timestep(help: str = TIMESTEP_HELP, default=None):
+    """``--timestep``: one meaning everywhere (aptnn post, aptnn-ipi, which also accepts --dt)."""
+    return click.option("--timestep", type=click.FloatRange(min=0, min_open=True), default=default, help=help)
+
+
 def set_threads(n: int | None) -> None:
     """Apply ``--threads`` (torch CPU threads); None or 0 leaves torch's default."""
     if n:

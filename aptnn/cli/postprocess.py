@@ -88,8 +88,7 @@ def run_post(trajectories, model, output, spectrum_csv, plot, stride, groups, ba
               help="Trajectory format (default: from the content — HDF5, LAMMPS dumps plain or gzip/bzip2/xz — and "
                    "the name); 'ase' forces ASE's reader.")
 @options.units(options.LAMMPS_UNITS_HELP)
-@click.option("--timestep", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="Time between steps for files without times: fs, or the LAMMPS time unit for dumps.")
+@options.timestep()
 @click.option("--types", default=None, help="Elements of LAMMPS atom types 1, 2, …, e.g. 'O H' (dumps without an "
               "element column, H5MD species); checked against an element column when both are present.")
 @click.option("--temperature", type=click.FloatRange(min=0, min_open=True), default=None,

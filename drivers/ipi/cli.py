@@ -126,7 +126,8 @@ def read_symbols(structure: str) -> list[str]:
               help="i-PI input XML: time step, temperature, beads, request-id offset and species come from it.")
 @click.option("--structure", type=click.Path(exists=True, dir_okay=False),
               help="Any ASE-readable file with the atoms in i-PI's order (species), if not from --ipi-input.")
-@click.option("--dt", type=float, default=None, help="MD time step in fs (default: from --ipi-input).")
+@click.option("--timestep", "--dt", "dt", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="The MD time step in fs, as i-PI's <timestep> (default: from --ipi-input, or i-PI's INIT).")
 @click.option("--temperature", type=float, default=None, help="K, stored for the spectrum.")
 @click.option("--nbeads", type=int, default=None, help="Beads sent to this client per step.")
 @click.option("--rid-offset", type=int, default=None, help="Request id of bead 0 (forces listed before ours).")
