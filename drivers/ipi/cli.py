@@ -11,6 +11,7 @@ import click
 import numpy as np
 
 from aptnn import units
+from aptnn.cli import options
 from aptnn.errors import APTNNError
 
 
@@ -119,7 +120,7 @@ def read_symbols(structure: str) -> list[str]:
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--address", required=True,
               help="i-PI socket: a unix socket name (/tmp/ipi_NAME) or host:port for inet.")
-@click.option("--model", default="water-rpbe-d3", show_default=True, help="Checkpoint path or shipped model name.")
+@options.model()
 @click.option("-o", "--output", default="run.dmdt.h5", show_default=True,
               help="Stream file (HDF5, dM/dt in e·Å/fs); an existing one is continued (restarts).")
 @click.option("--ipi-input", type=click.Path(exists=True, dir_okay=False),
@@ -152,11 +153,10 @@ def read_symbols(structure: str) -> list[str]:
                    "after this); then exit 2. SIGTERM/SIGINT end the wait.")
 @click.option("--status-every", default=10.0, show_default=True, type=click.FloatRange(min=0),
               help="Seconds between status lines on stderr (steps received, written, queued); 0: none.")
-@click.option("--overwrite", is_flag=True, help="Start the output anew instead of continuing it.")
-@click.option("--threads", type=int, default=None, help="torch CPU threads.")
-@click.option("--device", default="cpu", show_default=True, help="torch device: cpu or cuda.")
-@click.option("--compile", "compile_model", is_flag=True,
-              help="torch.compile the model: ~1.4× faster per frame on the CPU after ~10 s of compilation.")
+@options.overwrite
+@options.threads(help="torch CPU threads of the model worker (default: all cores).")
+@options.device
+@options.compile_model
 def main(address, model, output, ipi_input, structure, dt, temperature, nbeads, rid_offset, estimator, bec, efield,
          worker_nice, worker, queue_size, connect_timeout, status_every, overwrite, threads, device, compile_model):
     """Stream dM/dt (e·Å/fs) of a running i-PI simulation into an HDF5 file, per bead, centroid and element.
