@@ -20,10 +20,11 @@ import tempfile
 
 import numpy as np
 from ase import Atoms
-from ase.data import atomic_masses, chemical_symbols
+from ase.data import chemical_symbols
 
 from aptnn import units
 from aptnn.errors import InputError
+from aptnn.estimators import contributions, kinetic_temperature, series_sums, species_groups
 from aptnn.io.checks import check_md_frame
 from aptnn.progress import progress_bar
 
@@ -194,8 +195,7 @@ class DipoleDerivative:
     def _setup(self, atoms: Atoms) -> None:
         symbols = atoms.get_chemical_symbols()
         self._first = atoms.numbers.copy()
-        arr = np.array(symbols)
-        self._masks = {f"group:{s}": arr == s for s in dict.fromkeys(symbols)}
+        self._masks = {f"group:{s}": mask for s, mask in species_groups(symbols).items()}
         for name, sel in self.extra_groups.items():
             mask = np.zeros(len(atoms), dtype=bool)
             mask[np.asarray(sel)] = True
@@ -210,13 +210,9 @@ class DipoleDerivative:
             return
         batch, self._buffer = self._buffer, []
         apts, _ = self.predictor.predict_batch([b[1] for b in batch], self._name, batch[0][0])
-        rows = []
-        for apt, (_, atoms, v, _) in zip(apts, batch):
-            per_atom = np.einsum("nxz,nz->nx", apt, v)
-            rows.append([per_atom.sum(0)] + [per_atom[m].sum(0) for m in self._masks.values()])
-        rows = np.asarray(rows)
+        rows = np.stack([series_sums(contributions(apt, v), self._masks) for apt, (_, _, v, _) in zip(apts, batch)])
         times = [b[3] for b in batch]
-        kinetic = [_kinetic_temperature(b[1], b[2]) for b in batch]
+        kinetic = [kinetic_temperature(b[1].numbers, b[2]) for b in batch]
         if self.in_memory:
             self._rows.append(rows)
         self._times += times
@@ -303,14 +299,6 @@ def _writer(path, series, dt, temperature, volume, natoms, model, source, overwr
     return StreamWriter(path, series, dt_fs=dt, temperature_K=temperature, volume_A3=volume, natoms=natoms,
                         estimator="velocity", model=model, source=source, overwrite=overwrite,
                         kinetic=kinetic_mean, **extra)
-
-
-def _kinetic_temperature(atoms: Atoms, velocities: np.ndarray) -> float:
-    """Equipartition temperature (K) of velocities (Å/fs) with ASE's atomic masses (amu), 3N degrees of freedom."""
-    from scipy import constants as si
-
-    m = atomic_masses[atoms.numbers] * si.atomic_mass
-    return float(np.sum(m[:, None] * (velocities * units.ANGSTROM_PER_FS_TO_M_PER_S) ** 2) / (3 * len(m) * si.k))
 
 
 def _symbol(label: str) -> str | None:

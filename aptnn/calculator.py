@@ -22,6 +22,7 @@ from ase.calculators.calculator import Calculator, all_changes, compare_atoms
 
 from aptnn import keys, units
 from aptnn.errors import InputError
+from aptnn.estimators import contributions
 
 __all__ = ["APTCalculator"]
 
@@ -157,7 +158,7 @@ def ase_velocities_to_fs(velocities) -> np.ndarray:
 
 def _dmdt(apt: np.ndarray, velocities: np.ndarray) -> np.ndarray:
     """Σ_i P_i·v_i (3,) in e·Å/fs for APTs in e and velocities in Å/fs."""
-    return np.einsum("nxz,nz->x", apt, velocities)
+    return contributions(apt, velocities).sum(0)
 
 
 def _field(value) -> tuple[float, float, float] | None:

@@ -110,6 +110,19 @@ def central_difference(r_prev: np.ndarray, r_next: np.ndarray, cell, span_fs: fl
     return minimum_image(r_next - r_prev, cell, pbc) / span_fs
 
 
+def kinetic_temperature(numbers: np.ndarray, velocities: np.ndarray) -> float:
+    """Equipartition temperature (K) of velocities (N, 3) Å/fs with ASE's atomic masses (amu) of the atomic
+    ``numbers``, 3N degrees of freedom (for ring-polymer beads: P times the physical temperature)."""
+    from ase.data import atomic_masses
+    from scipy import constants as si
+
+    from aptnn import units
+
+    m = atomic_masses[np.asarray(numbers)] * si.atomic_mass
+    v = np.asarray(velocities, dtype=float) * units.ANGSTROM_PER_FS_TO_M_PER_S
+    return float(np.sum(m[:, None] * v**2) / (3 * len(m) * si.k))
+
+
 def contributions(apt: np.ndarray, vectors: np.ndarray) -> np.ndarray:
     """Per-atom P_i·x_i: APTs (…, N, 3, 3) e times vectors (…, N, 3) → (…, N, 3)."""
     return np.einsum("...nij,...nj->...ni", apt, vectors)

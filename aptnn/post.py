@@ -14,9 +14,8 @@ from pathlib import Path
 from typing import Iterator
 
 import numpy as np
-from ase.data import atomic_masses
 
-from aptnn import units
+from aptnn import estimators, units
 from aptnn.errors import InputError, OutputError
 from aptnn.estimators import StepEstimator, central_difference, centroid, resolve, species_groups
 from aptnn.graph import species_indices
@@ -42,12 +41,8 @@ class PostSettings:
 
 
 def kinetic_temperature(frame: MDFrame) -> float:
-    """Equipartition temperature (K) of one frame from velocities (Å/fs) and ASE atomic masses (amu)."""
-    from scipy import constants as si
-
-    m = atomic_masses[frame.atoms.numbers] * si.atomic_mass
-    v = frame.velocities * units.ANGSTROM_PER_FS_TO_M_PER_S
-    return float(np.sum(m[:, None] * v**2) / (3 * len(m) * si.k))
+    """Equipartition temperature (K) of one frame's velocities (Å/fs): :func:`aptnn.estimators.kinetic_temperature`."""
+    return estimators.kinetic_temperature(frame.atoms.numbers, frame.velocities)
 
 
 def selection_groups(first: MDFrame, selections: list[str]) -> dict[str, np.ndarray]:

@@ -193,22 +193,31 @@ def model_digest(label: str | None) -> str | None:
     return label.rsplit("sha256:", 1)[-1] if "sha256:" in label else label
 
 
-def intact_frames(f: h5py.File, dt_fs: float | None, tail: int = 1 << 16) -> tuple[int, int]:
+def intact_frames(f: h5py.File, dt_fs: float | None, tail: int = 1 << 16,
+                  chunk: int = 1 << 20) -> tuple[int, int]:
     """(frames to keep, frames dropped) of a file being resumed: the complete frames (:func:`complete_frames`)
     up to the first break of the uniform time spacing or the first non-finite value in the last ``tail``
-    frames. A write that failed half-way leaves zeros or garbage there."""
+    frames. A write that failed half-way leaves zeros or garbage there. Times are read ``chunk`` at a time."""
     n = complete_frames(f)
     rows = max(f["dMdt"].shape[0], n)
     if n == 0:
         return 0, rows
-    t = f["time"][:n].astype(np.float64)
-    step = dt_fs if dt_fs else (t[1] - t[0] if n > 1 else None)
-    good = np.isfinite(t)
-    if step is not None and n > 1:
-        spacing = np.isclose(np.diff(t), step, rtol=1e-6, atol=1e-9 * max(abs(step), 1.0))
-        good[1:] &= spacing
-    start = max(0, n - tail)
-    block = f["dMdt"][start:n]
-    good[start:] &= np.isfinite(block).all(axis=(1, 2))
-    keep = n if good.all() else int(np.argmin(good))
+    step = dt_fs if dt_fs else (float(f["time"][1] - f["time"][0]) if n > 1 else None)
+    keep, last = n, None
+    for s in range(0, n, chunk):
+        t = f["time"][s:min(n, s + chunk)].astype(np.float64)
+        good = np.isfinite(t)
+        if step is not None:
+            previous = np.concatenate([[last], t[:-1]]) if last is not None else np.concatenate([[np.nan], t[:-1]])
+            steps_ok = np.isclose(t - previous, step, rtol=1e-6, atol=1e-9 * max(abs(step), 1.0))
+            steps_ok[0] |= last is None  # the very first frame has no predecessor
+            good &= steps_ok
+        if not good.all():
+            keep = s + int(np.argmin(good))
+            break
+        last = t[-1]
+    start = max(0, min(keep, n) - tail)
+    finite = np.isfinite(f["dMdt"][start:keep]).all(axis=(1, 2))
+    if not finite.all():
+        keep = start + int(np.argmin(finite))
     return keep, rows - keep

@@ -1,10 +1,7 @@
 """``aptnn-ipi``: the APT model as an i-PI client, streaming dM/dt of a running (PI)MD simulation to HDF5."""
 from __future__ import annotations
 
-import json
-import pickle
 import xml.etree.ElementTree as ET
-import zipfile
 from pathlib import Path
 
 import click
@@ -13,6 +10,7 @@ import numpy as np
 from aptnn import units
 from aptnn.cli import options
 from aptnn.errors import APTNNError
+from aptnn.model.fingerprint import stored_species
 
 
 def _convert(kind: str, value: str, unit: str | None, target: str) -> float:
@@ -70,36 +68,12 @@ def read_ipi_input(path: str, address: str | None) -> dict:
     return out
 
 
-class _ConfigOnly(pickle.Unpickler):
-    """Reads a torch checkpoint's pickle without torch: tensors become None (their data is never read)."""
-
-    def find_class(self, module, name):
-        if module.split(".")[0] in ("torch", "collections", "numpy"):
-            return lambda *args, **kwargs: None
-        raise pickle.UnpicklingError(f"{module}.{name}")
-
-    def persistent_load(self, pid):
-        return None
-
-
-def model_species(path: str) -> list[int] | None:
-    """Atomic numbers the checkpoint at ``path`` knows, read in milliseconds from its stored config (no
-    torch); None if the file cannot be read that way (the worker's model load then reports the problem)."""
-    try:
-        with zipfile.ZipFile(path) as z:
-            name = next(n for n in z.namelist() if n.endswith("/data.pkl") or n == "data.pkl")
-            payload = _ConfigOnly(z.open(name)).load()
-        return [int(z) for z in json.loads(payload["config"])["species"]]
-    except Exception:
-        return None
-
-
 def check_species(symbols: list[str], model: str, checkpoint: str, source: str) -> None:
     """The species of i-PI's atoms (from ``source``) must all be known to the model: else an error now,
     before i-PI is committed to this client."""
     from ase.data import atomic_numbers, chemical_symbols
 
-    known = model_species(checkpoint)
+    known = stored_species(checkpoint)
     if known is None:
         return
     unknown = sorted({s for s in symbols if atomic_numbers.get(s) not in known})
