@@ -19,7 +19,9 @@ alone for P = 1, is the stream's ``estimator`` attribute):
 
 Series, in this order: ``bead0``…``bead<P−1>`` (when per-bead series are written), ``centroid`` (``total`` for
 a classical ``aptnn-post`` run), then ``group:<name>`` per atom group (summed over its atoms; of the centroid
-series). Names accepted (aliases → canonical, with the producer's default base: velocity for aptnn-post,
+series), then, for a committee model of M ≥ 2 members, ``member0``…``member<M−1>``: each member's own centre
+series (its total, or for path integrals its centroid), the spread behind the spectrum's model band. All
+other series use the committee-mean APT. APT arrays then carry the members first: (M, B, N, 3, 3). Names accepted (aliases → canonical, with the producer's default base: velocity for aptnn-post,
 increment for aptnn-ipi)::
 
     aptnn-post --estimator centroid       →  velocity/centroid
@@ -110,6 +112,11 @@ def central_difference(r_prev: np.ndarray, r_next: np.ndarray, cell, span_fs: fl
     return minimum_image(r_next - r_prev, cell, pbc) / span_fs
 
 
+def committee_size(predictor) -> int:
+    """Members M of a predictor's committee (1: a single model)."""
+    return int(getattr(predictor, "n_members", None) or len(getattr(predictor, "members", ())) or 1)
+
+
 def kinetic_temperature(numbers: np.ndarray, velocities: np.ndarray) -> float:
     """Equipartition temperature (K) of velocities (N, 3) Å/fs with ASE's atomic masses (amu) of the atomic
     ``numbers``, 3N degrees of freedom (for ring-polymer beads: P times the physical temperature)."""
@@ -134,10 +141,21 @@ def series_sums(per_atom: np.ndarray, groups: dict[str, np.ndarray] | None = Non
     return np.stack(parts, axis=-2)
 
 
-def series_names(nbeads: int, groups, per_bead: bool, centre: str = "centroid") -> list[str]:
-    """Series of a stream: ``bead<k>`` (if ``per_bead``), ``centre``, then ``group:<name>``."""
+def series_names(nbeads: int, groups, per_bead: bool, centre: str = "centroid", members: int = 1) -> list[str]:
+    """Series of a stream: ``bead<k>`` (if ``per_bead``), ``centre``, ``group:<name>``, then ``member<k>``
+    (committees of ``members`` ≥ 2)."""
     beads = [f"bead{k}" for k in range(nbeads)] if per_bead else []
-    return beads + [centre] + [f"group:{g}" for g in groups]
+    committee = [f"member{k}" for k in range(members)] if members > 1 else []
+    return beads + [centre] + [f"group:{g}" for g in groups] + committee
+
+
+def member_series(apt: np.ndarray, vectors: np.ndarray, centre_apt: np.ndarray | None = None) -> np.ndarray:
+    """(M, 3) e·Å/fs: each committee member's centre series. ``apt`` (M, B, N, 3, 3) e, ``vectors``
+    (B, N, 3) (velocities Å/fs or displacements per time); ``centre_apt`` (M, N, 3, 3): the members' APTs
+    at the centroid, contracted with the centroid of ``vectors``."""
+    if centre_apt is not None:
+        return contributions(centre_apt, np.mean(vectors, axis=0)[None]).sum(-2)
+    return contributions(apt, vectors[None]).sum(-2).mean(1)
 
 
 def assemble(per_atom: np.ndarray, groups, per_bead: bool, centre_per_atom: np.ndarray | None = None) -> np.ndarray:
@@ -156,14 +174,16 @@ class StepEstimator:
     ring polymer's beads P (1: classical); ``dt_fs``: the time step. ``per_bead`` (default: P > 1 and not
     ``apt-at-centroid``): write ``bead<k>`` series; then the steps carry all beads (and, for
     ``apt-at-centroid``, ``centre_apt``), else the geometry evaluated is the centroid alone (B = 1, see
-    :meth:`geometries`). ``centre``: the name of the centre series.
+    :meth:`geometries`). ``centre``: the name of the centre series. ``members`` (M ≥ 2, a committee): APT
+    arguments carry the members first, (M, B, N, 3, 3) and (M, N, 3, 3); rows gain the ``member<k>`` series.
     """
 
     def __init__(self, name: str | EstimatorName, nbeads: int, dt_fs: float | None,
                  groups: dict[str, np.ndarray] | None = None, per_bead: bool | None = None,
-                 centre: str = "centroid", default_base: str = "increment"):
+                 centre: str = "centroid", default_base: str = "increment", members: int = 1):
         self.name = name if isinstance(name, EstimatorName) else resolve(name, default_base)
         self.nbeads, self.dt, self.groups, self.centre = nbeads, dt_fs, dict(groups or {}), centre
+        self.members = members
         self.at_centroid = self.name.mode == "apt-at-centroid" and nbeads > 1
         self.per_bead = (nbeads > 1 and not self.at_centroid) if per_bead is None else per_bead
         self.history: list[tuple[int, np.ndarray, np.ndarray, np.ndarray | None]] = []
@@ -178,7 +198,7 @@ class StepEstimator:
 
     @property
     def series(self) -> list[str]:
-        return series_names(self.nbeads, self.groups, self.per_bead, self.centre)
+        return series_names(self.nbeads, self.groups, self.per_bead, self.centre, self.members)
 
     @property
     def centroid_only(self) -> bool:
@@ -192,8 +212,22 @@ class StepEstimator:
     def velocity_row(self, apt: np.ndarray, velocities: np.ndarray, centre_apt: np.ndarray | None = None):
         """Row (n_series, 3) e·Å/fs of the velocity estimator: APTs (B, N, 3, 3) e, velocities (B, N, 3) Å/fs;
         ``centre_apt`` (N, 3, 3): the APT at the centroid (``apt-at-centroid`` with per-bead series)."""
-        centre = None if centre_apt is None else contributions(centre_apt, centroid(velocities))
-        return assemble(contributions(apt, velocities), self.groups, self.per_bead, centre)
+        return self._row(apt, velocities, centre_apt)
+
+    def _row(self, apt: np.ndarray, vectors: np.ndarray, centre_apt: np.ndarray | None = None,
+             span: float | None = None) -> np.ndarray:
+        """Row from APTs and per-atom vectors of the B geometries: velocities, or displacements over the time
+        ``span`` (fs) they took."""
+        committee = self.members > 1
+        mean = apt.mean(0) if committee else apt
+        centre_mean = None if centre_apt is None else (centre_apt.mean(0) if committee else centre_apt)
+        centre = None if centre_mean is None else contributions(centre_mean, centroid(vectors))
+        per_atom = contributions(mean, vectors)
+        row = assemble(per_atom if span is None else per_atom / span, self.groups, self.per_bead, centre)
+        if committee:
+            members = member_series(apt, vectors, centre_apt)
+            row = np.concatenate([row, members if span is None else members / span])
+        return row
 
     def update(self, step: int, positions: np.ndarray, apt: np.ndarray, cell: np.ndarray | None,
                velocities: np.ndarray | None = None, centre_apt: np.ndarray | None = None):
@@ -210,8 +244,8 @@ class StepEstimator:
             if len(self.history) < 2:
                 return None
             (s0, r0, p0, _), (s1, r1, p1, c1) = self.history[-2:]
-            dm = contributions(0.5 * (p0 + p1), minimum_image(r1 - r0, c1)) / ((s1 - s0) * self.dt)
-            return (s0 + s1) / 2 * self.dt, assemble(dm, self.groups, self.per_bead)
+            span = (s1 - s0) * self.dt
+            return (s0 + s1) / 2 * self.dt, self._row(0.5 * (p0 + p1), minimum_image(r1 - r0, c1), span=span)
         if len(self.history) < 3:
             return None
         (s0, r0, _, _), (s1, _, p1, c1), (s2, r2, _, _) = self.history

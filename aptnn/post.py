@@ -16,9 +16,11 @@ from typing import Iterator
 import numpy as np
 
 from aptnn import estimators, units
+from aptnn.defaults import APT_INTERVAL_FS
 from aptnn.errors import InputError, OutputError
-from aptnn.estimators import StepEstimator, central_difference, centroid, resolve, species_groups
+from aptnn.estimators import StepEstimator, central_difference, committee_size, centroid, resolve, species_groups
 from aptnn.graph import species_indices
+from aptnn.interpolation import INTERPOLATION, NodeEvaluator, every_from
 from aptnn.io.stream import CHECK_SIZE, frame_check, read_checks
 from aptnn.io.stream_writer import StreamWriter
 from aptnn.io.trajectory import FrameSource, MDFrame
@@ -38,6 +40,8 @@ class PostSettings:
     overwrite: bool = False
     progress: bool = True
     compile: bool = False  # torch.compile the model (faster per frame after ~10 s of compilation)
+    apt_every: int | None = None   # evaluate the network every K-th output frame (None: from apt_every_fs)
+    apt_every_fs: float | None = APT_INTERVAL_FS   # … or at least every this many fs (None with K None: every frame)
 
 
 def kinetic_temperature(frame: MDFrame) -> float:
@@ -109,12 +113,15 @@ def with_velocities(source: FrameSource, frames: Iterator[MDFrame], warn: bool =
 
 def run(sources: list[FrameSource], model: str, output: str, settings: PostSettings,
         groups: list[str] | None = None, device: str = "cpu", estimator: str = "centroid",
-        frame_range: tuple[int, int] | None = None, predictor: APTPredictor | None = None) -> str:
+        frame_range: tuple[int, int] | None = None, predictor: APTPredictor | None = None,
+        output_range: tuple[int, int] | None = None) -> str:
     """Post-process one trajectory into the stream file ``output``; returns its path.
 
     ``sources``: one source for a classical run, or one per bead (same atoms, same steps) for PIMD, which
     gives series bead0…bead(P−1), centroid (``estimator`` "centroid" or "centroid-apt") and groups.
-    ``frame_range`` (start, stop): only these frames of the files (a shard of a distributed run).
+    ``frame_range`` (start, stop): only these frames of the files (a shard of a distributed run);
+    ``output_range`` (first, stop): the output frames (after stride) to write, when the frames read reach
+    beyond them (the neighbours that interpolated APTs need, ``settings.apt_every`` > 1).
     """
     # input checks in the order a user fixes them (format, species, velocities and units, time step, spacing),
     # all before the model is loaded
@@ -144,17 +151,19 @@ def run(sources: list[FrameSource], model: str, output: str, settings: PostSetti
     predictor = predictor or APTPredictor.load(model, device=device, compile=settings.compile)
     nbeads = len(sources)
     est = StepEstimator(name, nbeads, None, group_masks, per_bead=nbeads > 1,
-                        centre="centroid" if nbeads > 1 else "total")
+                        centre="centroid" if nbeads > 1 else "total", members=committee_size(predictor))
     # the spectrum uses --temperature, else the mean kinetic temperature of all frames written
     temperature_source = "given" if settings.temperature_K is not None else "kinetic-mean"
     steps = _lockstep(sources, [itertools.chain([f], s) for f, s in zip(firsts, streams)])
     selected = itertools.islice(steps, 0, None, settings.stride)
-    compute = lambda batch, idx: _rows(est, predictor, batch, sources[0].path, idx)  # noqa: E731
+    compute = _Producer(est, predictor, sources[0].path)
     series, label = est.series, est.label
     model_label = predictor.fingerprint or model_fingerprint(model)  # hashed once, when the model was loaded
+    first_read = start // settings.stride
+    first, stop = output_range or (first_read, None)
+    total = stop - first if output_range else _output_frames(sources[0], settings.stride, frame_range)
     return _stream(selected, sources, series, compute, label, model_label, output, settings,
-                   (temperature, temperature_source), len(symbols), start // settings.stride,
-                   _output_frames(sources[0], settings.stride, frame_range))
+                   (temperature, temperature_source), len(symbols), first, total, first_read, stop)
 
 
 def _estimator(estimator: str):
@@ -171,23 +180,41 @@ def _estimator(estimator: str):
     return name
 
 
-def _rows(est: StepEstimator, predictor, batch: list[list[MDFrame]], path: str, index: int) -> np.ndarray:
-    """Rows (n_steps, n_series, 3) e·Å/fs of a batch of steps (each the frames of all beads, velocities in
-    Å/fs): classical frames go through the model together, PIMD steps one by one (their beads together)."""
-    if est.nbeads == 1:
-        apts, _ = predictor.predict_batch([b[0].atoms for b in batch], path, index)
-        return np.stack([est.velocity_row(p[None], b[0].velocities[None]) for p, b in zip(apts, batch)])
-    rows = []
-    for j, beads in enumerate(batch):
-        apts, _ = predictor.predict_batch([f.atoms for f in beads], path, index + j)
-        centre = None
-        if est.at_centroid:
-            atoms = beads[0].atoms.copy()
-            cell = atoms.cell.array if atoms.pbc.any() else None
-            atoms.positions = centroid(np.stack([f.atoms.positions for f in beads]), cell, atoms.pbc)
-            centre = predictor.predict_batch([atoms], path, index + j)[0][0]
-        rows.append(est.velocity_row(np.stack(apts), np.stack([f.velocities for f in beads]), centre))
-    return np.stack(rows)
+class _Producer:
+    """aptnn-post's side of the estimator core: APTs of steps (batched model calls; the members of a
+    committee first, (M, B, N, 3, 3)), and rows (n_series, 3) e·Å/fs from a step's APTs and velocities (Å/fs)."""
+
+    def __init__(self, est: StepEstimator, predictor, path: str):
+        self.est, self.predictor, self.path = est, predictor, path
+
+    def _members(self, frames, index: int) -> np.ndarray:
+        """(M, B, N, 3, 3), or (B, N, 3, 3) for a single model."""
+        atoms = [f.atoms for f in frames]
+        if self.est.members > 1:
+            return np.stack(self.predictor.predict_members(atoms, self.path, index), axis=1)
+        return np.stack(self.predictor.predict_batch(atoms, self.path, index)[0])
+
+    def apts(self, batch: list[list[MDFrame]], index: int) -> list:
+        """APTs of a batch of steps (each the frames of all beads): classical frames go through the model
+        together, PIMD steps one by one (their beads together); with ``apt-at-centroid`` each item is a tuple
+        (bead APTs, APT at the centroid)."""
+        if self.est.nbeads == 1:
+            apts = self._members([b[0] for b in batch], index)
+            return [apts[..., k:k + 1, :, :, :] for k in range(len(batch))]
+        out = []
+        for j, beads in enumerate(batch):
+            apt = self._members(beads, index + j)
+            if self.est.at_centroid:
+                atoms = beads[0].atoms.copy()
+                cell = atoms.cell.array if atoms.pbc.any() else None
+                atoms.positions = centroid(np.stack([f.atoms.positions for f in beads]), cell, atoms.pbc)
+                apt = (apt, self._members([MDFrame(atoms, None, None, None)], index + j)[..., 0, :, :, :])
+            out.append(apt)
+        return out
+
+    def row(self, beads: list[MDFrame], apt) -> np.ndarray:
+        apt, centre = apt if isinstance(apt, tuple) else (apt, None)
+        return self.est.velocity_row(apt, np.stack([f.velocities for f in beads]), centre)
 
 
 def check_temperature(kinetic: float, given: float | None, path: str, natoms: int = 10**9) -> float:
@@ -229,13 +256,19 @@ def _lockstep(sources: list[FrameSource], iterators) -> Iterator[list[MDFrame]]:
 
 
 def _stream(steps, sources, series, compute, label, model_label, output, settings, temperature, natoms,
-            start: int = 0, total: int | None = None) -> str:
+            start: int = 0, total: int | None = None, first_read: int | None = None,
+            stop: int | None = None) -> str:
+    """Write the rows of ``steps`` into ``output``. Output frame indices are global (after stride): the file's
+    first frame is ``start``; ``first_read`` (≤ start, default start) is the index of the first step given and
+    ``stop`` the index where writing ends (a shard reads neighbours on either side for the interpolation of
+    APTs, :mod:`aptnn.interpolation`)."""
     source = sources[0]
     buffer: list[list[MDFrame]] = []
-    writer = None
+    writer = evaluator = None
     name = Path(source.path).name + (f" from output frame {start}" if start else "")
     bar = progress_bar(total, f"aptnn-post {name}", disable=not settings.progress)
-    index, stored, dt, last_time = start, 0, None, None
+    first_read = start if first_read is None else first_read
+    index, stored, dt, last_time = first_read, 0, None, None
     try:
         for frames in steps:
             frame = frames[0]
@@ -259,18 +292,21 @@ def _stream(steps, sources, series, compute, label, model_label, output, setting
             buffer.append(frames)
             index += 1
             if writer is None and len(buffer) >= 2:
+                every = every_from(dt, settings.apt_every, settings.apt_every_fs)
+                evaluator = NodeEvaluator(every, lambda items, k: compute.apts([f for f, _ in items], k),
+                                          settings.batch_size)
                 writer = _open_writer(output, series, label, model_label, sources, buffer, dt, temperature, natoms,
-                                      settings)
+                                      settings, every, getattr(compute.predictor, "uncertainty_scale", None))
                 stored = writer.n_frames
                 if stored and settings.progress:
                     print(f"aptnn-post: {output} holds {stored} frames: resuming at frame {start + stored} "
                           "(the first and last stored frames are checked against the input)", file=sys.stderr)
             if writer is not None and len(buffer) >= settings.batch_size:
-                _flush(writer, compute, buffer, stored, index, bar, settings.batch_size, source.path, start)
+                _flush(writer, compute, evaluator, buffer, stored, index, bar, source.path, start, stop)
                 buffer = []
         if writer is None:
             raise InputError(f"only {len(buffer)} frame(s) after stride: need at least 2", source.path)
-        _flush(writer, compute, buffer, stored, index, bar, settings.batch_size, source.path, start)
+        _flush(writer, compute, evaluator, buffer, stored, index, bar, source.path, start, stop, final=True)
     except InputError:  # bad input: nothing half-written (a stream this run created is removed)
         if writer is not None and writer.created:
             writer.close()
@@ -299,7 +335,7 @@ def _output_frames(source: FrameSource, stride: int, frame_range: tuple[int, int
 
 
 def _open_writer(output, series, label, model_label, sources, buffer, dt, temperature, natoms,
-                 settings) -> StreamWriter:
+                 settings, every: int, uncertainty_scale: float | None) -> StreamWriter:
     atoms = buffer[0][0].atoms
     volume = float(atoms.get_volume()) if atoms.pbc.all() else None
     fd_step = getattr(sources[0], "finite_difference_step_fs", None)
@@ -308,37 +344,47 @@ def _open_writer(output, series, label, model_label, sources, buffer, dt, temper
     temperature, extra["temperature_source"] = temperature
     if len(sources) > 1:
         extra["nbeads"] = len(sources)
+    extra.update(apt_every=every, apt_interpolation=INTERPOLATION if every > 1 else "none")
+    if uncertainty_scale is not None and any(s.startswith("member") for s in series):
+        extra["uncertainty_scale"] = float(uncertainty_scale)
     return StreamWriter(output, series, dt_fs=dt, temperature_K=temperature, volume_A3=volume, natoms=natoms,
                         estimator=label, model=model_label, source=sources[0].path,
                         resume=not settings.overwrite, overwrite=settings.overwrite, stride=settings.stride,
                         checks=CHECK_SIZE, kinetic=True, **extra)
 
 
-def _flush(writer, compute, buffer, stored: int, index: int, bar, batch_size: int, path: str, start: int) -> None:
-    """Evaluate buffered steps not yet in the file, ``batch_size`` frames per model call (always the same
-    grouping, so a frame's result does not depend on where a run or shard started). ``index``: output index
-    after the buffer; ``start``: output index of the file's first frame; ``stored``: frames the file held when
-    it was opened (a resumed run): the first and last of them are compared with the input (fingerprints), so a
-    replaced trajectory is never continued."""
-    first = index - len(buffer) - start
+def _flush(writer, compute, evaluator, buffer, stored: int, index: int, bar, path: str, start: int,
+           stop: int | None = None, final: bool = False) -> None:
+    """Evaluate buffered steps not yet in the file (the network in batches of the same grouping whatever the
+    start, so a frame's result does not depend on where a run or shard started) and append their rows.
+    ``index``: output index after the buffer; ``start``: output index of the file's first frame; ``stop``:
+    index where writing ends; ``stored``: frames the file held when it was opened (a resumed run): the first
+    and last of them are compared with the input (fingerprints), so a replaced trajectory is never continued.
+    Steps before ``start + stored`` still go through the evaluator where the interpolation of later steps
+    needs their nodes; ``final``: the input ended (the last step becomes a node)."""
     bar.update(len(buffer))
-    todo = []
+    first_new = start + stored
+    needed = evaluator.needed_from(first_new)
+    items = []
     for j, frames in enumerate(buffer):
-        pos = first + j
-        if pos >= stored:
-            todo.append(frames)
-        elif pos in (0, stored - 1):
-            _verify(writer, pos, frames[0], path, index - len(buffer) + j)
-    first_index = index - len(todo)
-    for k in range(0, len(todo), batch_size):
-        part = todo[k:k + batch_size]
-        rows = compute(part, first_index + k)
-        if not np.isfinite(rows).all():
-            bad = int(np.argmax(~np.isfinite(rows).reshape(len(part), -1).all(axis=1)))
-            raise InputError("dM/dt is not finite (NaN/inf velocities or APTs)", path, first_index + k + bad)
-        kinetic = [np.mean([kinetic_temperature(f) for f in b]) / len(b) for b in part]
-        writer.append([b[0].time for b in part], rows, check=[frame_check(b[0].atoms.positions) for b in part],
-                      kinetic_K=kinetic)
+        glob = index - len(buffer) + j
+        pos = glob - start
+        if 0 <= pos < stored and pos in (0, stored - 1):
+            _verify(writer, pos, frames[0], path, glob)
+        if glob >= needed:
+            items.append((glob, (frames, glob >= first_new and (stop is None or glob < stop))))
+    ready = evaluator.feed(items) + (evaluator.finish() if final else [])
+    done = [(glob, frames, apt) for glob, (frames, write), apt in ready if write]
+    if not done:
+        return
+    rows = np.stack([compute.row(frames, apt) for _, frames, apt in done])
+    if not np.isfinite(rows).all():
+        bad = int(np.argmax(~np.isfinite(rows).reshape(len(done), -1).all(axis=1)))
+        raise InputError("dM/dt is not finite (NaN/inf velocities or APTs)", path, done[bad][0])
+    part = [frames for _, frames, _ in done]
+    kinetic = [np.mean([kinetic_temperature(f) for f in b]) / len(b) for b in part]
+    writer.append([b[0].time for b in part], rows, check=[frame_check(b[0].atoms.positions) for b in part],
+                  kinetic_K=kinetic)
 
 
 def _verify(writer, pos: int, frame: MDFrame, path: str, index: int) -> None:

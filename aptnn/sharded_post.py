@@ -21,6 +21,7 @@ from aptnn.errors import InputError, OutputError
 from aptnn.io.stream import is_stream_file, model_digest, n_frames, read_info
 from aptnn.io.stream_repair import merge_streams
 from aptnn.io.trajectory import FrameSource
+from aptnn.interpolation import every_from
 from aptnn.post import PostSettings, model_fingerprint, run
 
 
@@ -34,6 +35,7 @@ class Shard:
     stop: int
     finite_difference: bool   # no velocities in the file: positions one frame either side are needed
     stride: int
+    every: int = 1            # APTs every K output frames (interpolated between: neighbours are read too)
 
     @property
     def part(self) -> str:
@@ -44,8 +46,13 @@ class Shard:
         return self.stop - self.first
 
     def input_range(self) -> tuple[int, int]:
-        """Frames of the file to read: the selected ones plus the neighbours finite differences need."""
-        start, last = self.first * self.stride, (self.stop - 1) * self.stride
+        """Frames of the file to read: the selected ones plus the neighbours finite differences need, and
+        with APTs every K > 1 frames the nodes the interpolation reaches (up to 2K output frames before,
+        3K after: :mod:`aptnn.interpolation`), so that a shard writes what a serial run would."""
+        first, stop = self.first, self.stop
+        if self.every > 1:
+            first, stop = max(0, (first // self.every - 1) * self.every), stop + 3 * self.every
+        start, last = first * self.stride, (stop - 1) * self.stride
         return (start, last + 3) if self.finite_difference else (start, last + 1)
 
 
@@ -64,17 +71,28 @@ def output_frames(sources: list[FrameSource], stride: int) -> tuple[int, bool]:
     return max(0, math.ceil(usable / stride)), fd
 
 
-def plan(jobs: list[tuple[str, str, int, bool]], world: int, stride: int, shard_frames: int | None) -> list[Shard]:
-    """Cut each (path, output, n_frames, finite_difference) job into shards of about ``shard_frames`` output
-    frames (default: the total divided by the number of ranks), at least 2 frames each."""
-    total = sum(n for _, _, n, _ in jobs)
+def plan(jobs: list[tuple], world: int, stride: int, shard_frames: int | None) -> list[Shard]:
+    """Cut each (path, output, n_frames, finite_difference[, every]) job into shards of about ``shard_frames``
+    output frames (default: the total divided by the number of ranks), at least 2 frames each."""
+    total = sum(job[2] for job in jobs)
     size = max(2, shard_frames or math.ceil(total / world))
     shards = []
-    for path, output, n, fd in jobs:
+    for path, output, n, fd, *every in jobs:
         pieces = max(1, min(math.ceil(n / size), n // 2))
         bounds = [round(k * n / pieces) for k in range(pieces + 1)]
-        shards += [Shard(path, output, a, b, fd, stride) for a, b in zip(bounds[:-1], bounds[1:])]
+        shards += [Shard(path, output, a, b, fd, stride, *every) for a, b in zip(bounds[:-1], bounds[1:])]
     return shards
+
+
+def output_every(sources: list[FrameSource], settings: PostSettings) -> int:
+    """K of ``settings`` for this trajectory: given, or from the time between its first two output frames."""
+    if settings.apt_every is not None or settings.apt_every_fs is None:
+        return every_from(0.0, settings.apt_every)
+    frames = iter(sources[0])
+    first, second = next(frames, None), next(frames, None)
+    if first is None or second is None or first.time is None or second.time is None:
+        return 1   # the run itself reports what is missing
+    return every_from((second.time - first.time) * settings.stride, None, settings.apt_every_fs)
 
 
 def assign(shards: list[Shard], world: int) -> list[list[Shard]]:
@@ -121,7 +139,7 @@ def run_sharded(ctx: Context, trajectories: list[str], outputs: list[str],
                         raise InputError(f"output exists with {n_frames(output)} of {n} frames: finish it without "
                                          "--distributed, or pass --overwrite", output)
                     continue  # finished by an earlier run
-                jobs.append((path, output, n, fd))
+                jobs.append((path, output, n, fd, output_every(sources, settings)))
             shards = plan(jobs, ctx.world, settings.stride, shard_frames)
     shards = broadcast_object(ctx, shards)
     mine = assign(shards, ctx.world)[ctx.rank]
@@ -137,8 +155,8 @@ def run_sharded(ctx: Context, trajectories: list[str], outputs: list[str],
             tmp = shard.part + ".tmp"
             if os.path.exists(tmp) and not is_stream_file(tmp):  # killed before its first flush: start it anew
                 os.remove(tmp)
-            run(open_sources(shard.path), model, tmp, replace(settings, overwrite=False), groups, device,
-                estimator, shard.input_range(), predictor)
+            run(open_sources(shard.path), model, tmp, replace(settings, overwrite=False, apt_every=shard.every),
+                groups, device, estimator, shard.input_range(), predictor, (shard.first, shard.stop))
             if n_frames(tmp) != shard.frames:
                 raise InputError(f"shard {shard.first}-{shard.stop} wrote {n_frames(tmp)} frames, expected "
                                  f"{shard.frames}", shard.path)

@@ -13,142 +13,38 @@ integral of the spectrum over ω ∈ [0, π/Δt] is exactly πβ⟨|Ṁ|²⟩/(6
 Several files are independent runs: the correlation is pooled per lag (pair-count weights) and each file's
 share is transformed with its own β, V, Q and finite-difference response. Inputs are checked up front
 (:mod:`aptnn.spectrum_checks`).
+
+Committee streams end with the series ``member0…member<M−1>``, each member's own total (or centroid) dM/dt. They
+are never averaged into the total; their spectra are computed in the same pass with the same settings and give the
+model band σ_model(ω) = s × std over members (ddof 1), s the stream attribute ``uncertainty_scale`` (calibrated on
+validation frames; 1 when absent), next to the statistical block error σ_stat and √(σ_model² + σ_stat²)
+(:class:`~aptnn.spectrum_result.Spectrum`; arrays: :mod:`aptnn.spectrum_bands`). Given ε∞, α n is split into ε', ε'',
+n, κ and α by Kramers–Kronig (:mod:`aptnn.dielectric`).
 """
 from __future__ import annotations
 
 import fnmatch
-import os
-from dataclasses import dataclass, field
+import warnings
+from dataclasses import dataclass
+from typing import Callable, Iterable
 
 import numpy as np
 from scipy import fft, signal
 
+from aptnn import dielectric as dielectric_route
 from aptnn import spectrum_checks as checks
 from aptnn import units
 from aptnn.correlation import CorrelationAccumulator
 from aptnn.errors import InputError
 from aptnn.io.stream import read_chunks, read_info
+from aptnn.spectrum_result import DEFAULT_MAX_WAVENUMBER, Spectrum
+
+__all__ = ["DEFAULT_MAX_WAVENUMBER", "QCFS", "REQUIRED_WAVENUMBER", "Run", "Spectrum", "WINDOWS", "compute_spectrum",
+           "file_run", "line_shape", "prefactor", "qcf_factor", "select_series", "spectrum_of_runs", "window"]
 
 REQUIRED_WAVENUMBER = 4000.0   # cm⁻¹ a spectrum must represent unless the user asks for less (O–H stretch)
 QCFS = ("harmonic", "standard", "schofield", "none")
 WINDOWS = ("hann", "hamming", "blackman", "gaussian", "none")
-
-
-#: Upper end (cm⁻¹) of plots unless asked otherwise: every fundamental band of molecular liquids lies below it.
-DEFAULT_MAX_WAVENUMBER = 4500.0
-
-
-@dataclass
-class Spectrum:
-    """A spectrum on a wavenumber grid; ``components`` maps names to arrays in the unit of ``total``.
-
-    ``series``: the stream series averaged into ``total`` (e.g. ``["total"]``, ``["centroid"]`` or the beads).
-    CSV headers, plot legend and summary name them, so that what is shown is what was computed.
-    """
-
-    wavenumber: np.ndarray                      # cm⁻¹
-    total: np.ndarray                           # cm⁻¹ (α n) or cm² (σ)
-    error: np.ndarray                           # same unit, standard error from blocks (NaN with 1 block)
-    quantity: str                               # "alpha_n_cm-1" or "cross_section_cm2"
-    components: dict[str, np.ndarray] = field(default_factory=dict)
-    n_blocks: int = 1
-    series: list[str] = field(default_factory=list)
-
-    @property
-    def unit(self) -> str:
-        return "cm^-1" if self.quantity.endswith("cm-1") else "cm^2"
-
-    @property
-    def unit_suffix(self) -> str:
-        """The unit as CSV headers write it after the name: ``cm-1`` (α n) or ``cm2`` (σ)."""
-        return "cm-1" if self.quantity.endswith("cm-1") else "cm2"
-
-    @property
-    def label(self) -> str:
-        """What ``total`` is: one series' name, "mean of bead0…bead3" for several, "total" when unknown."""
-        if not self.series:
-            return "total"
-        if len(self.series) == 1:
-            return self.series[0]
-        if len(self.series) == 2:
-            return f"mean of {self.series[0]}, {self.series[1]}"
-        return f"mean of {self.series[0]}…{self.series[-1]}"
-
-    def integral(self) -> float:
-        """∫ spectrum dν̃ over the grid (cm⁻² for α n, cm for σ)."""
-        return float(np.trapezoid(self.total, self.wavenumber))
-
-    def peaks(self, count: int = 6, min_wavenumber: float = 50.0, min_prominence: float = 0.03) -> list[float]:
-        """Wavenumbers (cm⁻¹) of at most ``count`` maxima, ascending: the most prominent of those above
-        ``min_wavenumber`` (cm⁻¹) whose prominence is at least ``min_prominence`` × the spectrum's maximum there
-        (so a weak band such as water's bend is listed next to a strong stretch, and noise wiggles are not)."""
-        sel = self.wavenumber >= min_wavenumber
-        values = self.total[sel]
-        idx, props = signal.find_peaks(values, prominence=0)
-        scale = float(np.max(values)) if values.size else 0.0
-        keep = props["prominences"] >= min_prominence * scale
-        idx, prom = idx[keep], props["prominences"][keep]
-        best = idx[np.argsort(prom)[::-1][:count]]
-        return sorted(float(v) for v in self.wavenumber[sel][best])
-
-    def summary(self) -> str:
-        """One line: quantity, series, peak positions (cm⁻¹) and the integrated intensity (cm⁻² or cm)."""
-        peaks = ", ".join(f"{p:.0f}" for p in self.peaks()) or "none"
-        unit = "cm⁻²" if self.unit == "cm^-1" else "cm"
-        return (f"{self.quantity} ({self.label}): peaks at {peaks} cm⁻¹; integrated intensity "
-                f"{self.integral():.6g} {unit}")
-
-    def write_csv(self, path: str | os.PathLike) -> None:
-        """CSV with one header line, every column named ``name_unit``: ``wavenumber_cm-1``, the total
-        (``alpha_n_cm-1`` or ``cross_section_cm2``), its standard error (``alpha_n_cm-1_err``), then the
-        decomposition columns in the total's unit, e.g. ``group:O_cm-1`` and the cross term ``group:O|group:H_cm-1``.
-        """
-        names = ["wavenumber_cm-1", self.quantity, f"{self.quantity}_err"]
-        cols = [self.wavenumber, self.total, self.error]
-        for name, values in self.components.items():
-            names.append(f"{name}_{self.unit_suffix}")
-            cols.append(values)
-        tmp = f"{path}.part"
-        np.savetxt(tmp, np.column_stack(cols), delimiter=",", header=",".join(names), comments="", fmt="%.8e")
-        os.replace(tmp, path)
-
-    def plot(self, path: str | os.PathLike, title: str = "",
-             max_wavenumber: float | None = DEFAULT_MAX_WAVENUMBER) -> dict:
-        """PNG of the spectrum (± error band, components) from 0 to ``max_wavenumber`` cm⁻¹ (> 0; None: the whole
-        grid, up to the Nyquist wavenumber), capped at the grid's end. The y range fits the data shown.
-
-        Returns ``{"xlim": (lo, hi) cm⁻¹, "ylim": (lo, hi), "legend": [labels]}`` of the figure written.
-        """
-        if max_wavenumber is not None:
-            max_wavenumber = checks.positive_number(max_wavenumber, "maximum wavenumber (--max-wavenumber)",
-                                                    "cm⁻¹")
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        hi = float(self.wavenumber[-1]) if max_wavenumber is None else min(max_wavenumber, float(self.wavenumber[-1]))
-        shown = self.wavenumber <= hi
-        fig, ax = plt.subplots(figsize=(7, 4), dpi=120)
-        ax.plot(self.wavenumber[shown], self.total[shown], "k-", lw=1.2, label=self.label)
-        if np.isfinite(self.error).any():
-            ax.fill_between(self.wavenumber[shown], (self.total - self.error)[shown],
-                            (self.total + self.error)[shown], color="0.6", alpha=0.5, lw=0,
-                            label=f"± s.e. ({self.n_blocks} blocks)")
-        for name, values in self.components.items():
-            ax.plot(self.wavenumber[shown], values[shown], lw=0.8, label=name)
-        label = "α(ν̃) n(ν̃) / cm⁻¹" if self.unit == "cm^-1" else "cross-section σ(ν̃) / cm²"
-        ax.set_xlabel("wavenumber ν̃ / cm⁻¹")
-        ax.set_ylabel(label)
-        ax.set_xlim(0, hi)
-        ax.set_title(title)
-        legend = ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(path)
-        info = {"xlim": tuple(float(v) for v in ax.get_xlim()), "ylim": tuple(float(v) for v in ax.get_ylim()),
-                "legend": [t.get_text() for t in legend.get_texts()]}
-        plt.close(fig)
-        return info
 
 
 def window(name: str, n_lags: int) -> np.ndarray:
@@ -203,23 +99,51 @@ def prefactor(temperature_K: float, volume_A3: float | None) -> tuple[float, str
 
 
 def select_series(available: list[str], patterns: list[str] | None) -> list[str]:
-    """Series averaged into the total: the given glob patterns, else total, else centroid, else the first."""
+    """Series averaged into the total: the given glob patterns, else total, else centroid, else the first.
+
+    Committee member series (``member<k>``) are never averaged in unless a pattern names them itself (starts with
+    ``member``, e.g. ``member2`` or ``member*``): ``*`` matches everything else.
+    """
     if patterns:
-        chosen = [s for s in available if any(fnmatch.fnmatchcase(s, p) for p in patterns)]
+        chosen = [s for s in available if any(fnmatch.fnmatchcase(s, p) and (not checks.is_member(s) or
+                                                                          p.startswith("member")) for p in patterns)]
         if not chosen:
             raise InputError(f"no series matches {patterns}; the file has {available}")
         return chosen
     for name in ("total", "centroid"):
         if name in available:
             return [name]
-    return [available[0]]
+    return [next((s for s in available if not checks.is_member(s)), available[0])]
+
+
+@dataclass
+class Run:
+    """One independent trajectory for :func:`spectrum_of_runs`: ``read(names, start, stop)`` yields consecutive
+    chunks (n, len(names), 3) of dM/dt (e·Å/fs) of frames start…stop−1; ``temperature_K`` in K, ``volume_A3`` in Å³
+    (None: open boundaries, cross-section); ``label`` names it in messages (a file path)."""
+
+    label: str
+    n_frames: int
+    temperature_K: float
+    volume_A3: float | None
+    read: Callable[[list[str], int, int], Iterable[np.ndarray]]
+
+
+def file_run(path: str, n_frames: int, temperature_K: float, volume_A3: float | None, chunk: int) -> Run:
+    """A :class:`Run` reading the stream file ``path`` ``chunk`` frames at a time."""
+    def read(names, start, stop):
+        for _, block in read_chunks(path, names, chunk, start, stop):
+            yield block
+    return Run(path, n_frames, temperature_K, volume_A3, read)
 
 
 def compute_spectrum(paths: list[str], *, max_lag_fs: float = 2000.0, window_name: str = "hann",
                      qcf: str = "harmonic", temperature_K: float | None = None, volume_A3: float | None = None,
                      series: list[str] | None = None, decompose: bool = True, n_blocks: int | None = None,
                      biased: bool = False, remove_mean: bool = True, pad: int = 4,
-                     chunk: int = 1 << 18, required_wavenumber: float = REQUIRED_WAVENUMBER) -> Spectrum:
+                     chunk: int = 1 << 18, required_wavenumber: float = REQUIRED_WAVENUMBER,
+                     members: bool = True, model_band_scale: float | None = None,
+                     eps_inf: float | None = None) -> Spectrum:
     """IR spectrum from one or several stream files (independent trajectories, correlations averaged per lag).
 
     ``max_lag_fs`` (fs, > 0) is capped at the shortest file's length; ``n_blocks`` time blocks per file (each of
@@ -235,19 +159,33 @@ def compute_spectrum(paths: list[str], *, max_lag_fs: float = 2000.0, window_nam
     (``group:*``) give auto and cross columns that add up to the total when the groups partition the atoms.
     ``required_wavenumber`` (cm⁻¹): the sampling must represent at least this much (Nyquist 1/(2cΔt)); files
     sampled too coarsely (e.g. every 10th step) are refused rather than aliased — lower it explicitly to accept.
+    ``members``: for committee streams (series ``member0…``, the same M in every file) also each member's spectrum,
+    in the same pass and with the same settings, for the model band (:class:`Spectrum`); ``model_band_scale``
+    overrides the files' ``uncertainty_scale`` attribute (dimensionless, default 1). ``eps_inf`` (ε∞ ≥ 1, needs a
+    volume): also ε', ε'', n, κ and α (cm⁻¹) by Kramers–Kronig (:mod:`aptnn.dielectric`).
     """
     max_lag_fs, temperature_K, volume_A3, n_blocks, pad = checks.check_options(
         max_lag_fs=max_lag_fs, window_name=window_name, qcf=qcf, temperature_K=temperature_K,
         volume_A3=volume_A3, n_blocks=n_blocks, pad=pad, chunk=chunk, windows=WINDOWS, qcfs=QCFS)
+    if eps_inf is not None:
+        eps_inf = checks.eps_inf(eps_inf)
+    if model_band_scale is not None:
+        model_band_scale = checks.positive_number(model_band_scale, "model band scale (--model-band-scale)")
     if not paths:
         raise InputError("no stream file given")
     paths = [str(p) for p in paths]
     infos = [read_info(p) for p in paths]
     first = infos[0]
-    for p, info in zip(paths, infos):
-        if info.series != first.series:
+    member_series = checks.committee(paths, infos) if members else []
+    compared = [[s for s in info.series if members or not checks.is_member(s)] for info in infos]
+    for p, info, names in zip(paths, infos, compared):
+        if names != compared[0]:  # without members, files may differ in their committee
             raise InputError(f"series {info.series} differ from {first.series} of {paths[0]}", p)
     conditions = checks.file_conditions(paths, infos, temperature_K, volume_A3)
+    if eps_inf is not None and conditions[0][1] is None:
+        raise InputError("--eps-inf (ε∞) needs α n in cm⁻¹, i.e. a volume: the files have no volume_A3 (open "
+                         "boundaries give a cross-section); pass --volume (Å³)", paths[0])
+    scale = checks.band_scale(paths, infos, model_band_scale) if len(member_series) > 1 else 1.0
     dt = checks.time_step(paths[0], first)
     nyquist = 1.0 / (2.0 * units.C_CM_PER_FS * dt)
     if nyquist < required_wavenumber:
@@ -262,46 +200,78 @@ def compute_spectrum(paths: list[str], *, max_lag_fs: float = 2000.0, window_nam
         frames.append(checks.frame_count(path, step, chunk))
     max_lag, n_blocks = checks.sizes(paths, frames, dt, max_lag_fs, n_blocks, pad)
     averaged = select_series(first.series, series)
+    if len(member_series) == 1:
+        warnings.warn(f"{paths[0]}: a single committee member series ({member_series[0]}): no model band (it needs "
+                      "at least 2 members)", stacklevel=2)
+        member_series = []
+    if member_series and averaged not in (["total"], ["centroid"]):
+        warnings.warn(f"the model band comes from the member series (each member's total or centroid), while the "
+                      f"spectrum is of {', '.join(averaged)}", stacklevel=2)
     groups = [s for s in first.series if s.startswith("group:")] if decompose else []
-    names = averaged + groups
-    pairs = [(k, k) for k in range(len(names))]
-    cross = [(a, b) for a in range(len(averaged), len(names)) for b in range(a + 1, len(names))]
-    acc = CorrelationAccumulator(pairs + cross, max_lag)
-    for path, total_frames in zip(paths, frames):
-        mean = _mean(path, names, chunk) if remove_mean else 0.0
+    runs = [file_run(p, n, t, v, chunk) for p, n, (t, v) in zip(paths, frames, conditions)]
+    return spectrum_of_runs(runs, dt, averaged, groups=groups, members=member_series, max_lag=max_lag,
+                            n_blocks=n_blocks, window_name=window_name, qcf=qcf, biased=biased,
+                            remove_mean=remove_mean, pad=pad, uncertainty_scale=scale, eps_inf=eps_inf)
+
+
+def spectrum_of_runs(runs: list[Run], dt_fs: float, averaged: list[str], *, groups: list[str] = (),
+                     members: list[str] = (), max_lag: int, n_blocks: int, window_name: str = "hann",
+                     qcf: str = "harmonic", biased: bool = False, remove_mean: bool = True, pad: int = 4,
+                     uncertainty_scale: float = 1.0, eps_inf: float | None = None) -> Spectrum:
+    """The engine of :func:`compute_spectrum` on checked inputs: one pass over each run's frames.
+
+    ``averaged``: series averaged into the total; ``groups``: decomposition series (auto and cross terms);
+    ``members``: committee member series (auto terms only, ≥ 2 for a model band). ``dt_fs`` in fs, ``max_lag`` in
+    frames, ``n_blocks`` per run. Correlations of every series are accumulated together; each run's share is
+    transformed with its own β, V and quantum correction.
+    """
+    averaged, groups, members = list(averaged), list(groups), list(members)
+    names = averaged + groups + members
+    n_avg, n_grp = len(averaged), len(groups)
+    autos = [(k, k) for k in range(len(names))]
+    cross = [(a, b) for a in range(n_avg, n_avg + n_grp) for b in range(a + 1, n_avg + n_grp)]
+    acc = CorrelationAccumulator(autos + cross, max_lag)
+    for run in runs:
+        mean = _mean(run, names) if remove_mean else 0.0
         acc.start_trajectory()
-        bounds = np.linspace(0, total_frames, n_blocks + 1).astype(int)
+        bounds = np.linspace(0, run.n_frames, n_blocks + 1).astype(int)
         for b in range(n_blocks):
             if b:
                 acc.new_block()
-            for _, block in read_chunks(path, names, chunk, bounds[b], bounds[b + 1]):
+            for block in run.read(names, bounds[b], bounds[b + 1]):
                 acc.add(block - mean)
     win = window(window_name, max_lag + 1)
-    n_avg = len(averaged)
     parts = acc.correlation_parts(biased)
     block_corr = acc.correlation(biased, blocks=True)[:, :n_avg].mean(1)
     block_of = np.asarray(acc.block_trajectory)
     shapes, blocks = 0.0, np.empty((len(block_of), pad * max_lag + 1))
-    for f, (info, (temperature, volume)) in enumerate(zip(infos, conditions)):  # each file its own β/V and Q
-        omega, shape = line_shape(parts[f], dt, win, pad)
-        factor = prefactor(temperature, volume)[0] * qcf_factor(qcf, omega, temperature)
+    for f, run in enumerate(runs):  # each run its own β/V and Q
+        omega, shape = line_shape(parts[f], dt_fs, win, pad)
+        factor = prefactor(run.temperature_K, run.volume_A3)[0] * qcf_factor(qcf, omega, run.temperature_K)
         shapes = shapes + shape * factor
-        blocks[block_of == f] = line_shape(block_corr[block_of == f], dt, win, pad)[1] * factor
-    quantity = prefactor(*conditions[0])[1]
+        blocks[block_of == f] = line_shape(block_corr[block_of == f], dt_fs, win, pad)[1] * factor
+    quantity = prefactor(runs[0].temperature_K, runs[0].volume_A3)[1]
+    wavenumber = units.omega_to_wavenumber(omega)
     total = shapes[:n_avg].mean(0)
     nb = len(blocks)
     error = blocks.std(0, ddof=1) / np.sqrt(nb) if nb > 1 else np.full_like(total, np.nan)
-    components = {}
-    for k, g in enumerate(groups):
-        components[f"{g}"] = shapes[n_avg + k]
+    integral_error = (float(np.trapezoid(blocks, wavenumber, axis=1).std(ddof=1) / np.sqrt(nb)) if nb > 1
+                      else float("nan"))
+    components = {g: shapes[n_avg + k] for k, g in enumerate(groups)}
     for c, (a, b) in enumerate(cross):
-        components[f"{names[a]}|{names[b]}"] = shapes[len(pairs) + c]
-    return Spectrum(units.omega_to_wavenumber(omega), total, error, quantity, components, nb, averaged)
+        components[f"{names[a]}|{names[b]}"] = shapes[len(autos) + c]
+    spec = Spectrum(wavenumber, total, error, quantity, components, nb, averaged,
+                    member_values=shapes[n_avg + n_grp:len(autos)] if len(members) > 1 else None,
+                    member_series=members if len(members) > 1 else [], uncertainty_scale=float(uncertainty_scale),
+                    integral_error=integral_error)
+    if eps_inf is not None:
+        spec.dielectric = dielectric_route.from_alpha_n(wavenumber, total, eps_inf)
+    return spec
 
 
-def _mean(path: str, names: list[str], chunk: int) -> np.ndarray:
+def _mean(run: Run, names: list[str]) -> np.ndarray:
     total, n = 0.0, 0
-    for _, block in read_chunks(path, names, chunk):
+    for block in run.read(names, 0, run.n_frames):
         total = total + block.sum(0)
         n += len(block)
     return total / n

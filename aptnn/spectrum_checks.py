@@ -7,6 +7,7 @@ frame is read. Units: temperatures in K, volumes in Å³, times and lags in fs.
 from __future__ import annotations
 
 import numbers
+import re
 
 import numpy as np
 
@@ -17,6 +18,8 @@ from aptnn.io.stream import read_chunks, read_time_chunks
 MAX_GRID = 1 << 20
 #: Time blocks per file when none are asked for (fewer for files under 2 × DEFAULT_BLOCKS frames).
 DEFAULT_BLOCKS = 8
+#: Series of one committee member: member0, member1, … (each member's own total/centroid dM/dt)
+MEMBER = re.compile(r"member(0|[1-9][0-9]*)")
 
 
 def positive_number(value, what: str, unit: str = "", source: str | None = None) -> float:
@@ -141,3 +144,58 @@ def sizes(paths: list[str], frames: list[int], dt: float, max_lag_fs: float, n_b
         raise InputError(f"padded grid of {pad * lag + 1} points (pad {pad} × {lag} lags + 1) exceeds the limit "
                          f"of {MAX_GRID}: use a smaller --pad or --max-lag")
     return lag, n_blocks
+
+
+def is_member(name: str) -> bool:
+    """True for a committee member series ``member<k>``."""
+    return MEMBER.fullmatch(name) is not None
+
+
+def member_names(series: list[str], source: str | None = None) -> list[str]:
+    """The committee member series of a stream, ``member0…member<M−1>`` in index order ([] without a committee).
+
+    Indices that do not run 0…M−1 (a gap, a repeat) are an InputError naming ``source``.
+    """
+    found = sorted((int(MEMBER.fullmatch(s).group(1)), s) for s in series if is_member(s))
+    if [k for k, _ in found] != list(range(len(found))):
+        raise InputError(f"committee member series {[s for _, s in found]}: expected member0…member{len(found) - 1}",
+                         source)
+    return [s for _, s in found]
+
+
+def committee(paths: list[str], infos) -> list[str]:
+    """Member series shared by every file; files whose committees differ in size are one InputError."""
+    lists = [member_names(info.series, path) for path, info in zip(paths, infos)]
+    for path, names in zip(paths[1:], lists[1:]):
+        if len(names) != len(lists[0]):
+            raise InputError(f"a committee of {len(names)} member series while {paths[0]} has {len(lists[0])}: "
+                             "model bands need the same committee in every file; give files of one committee, or "
+                             "pass --no-members to skip the model band", path)
+    return lists[0]
+
+
+def band_scale(paths: list[str], infos, override) -> float:
+    """Calibration factor of the model band (dimensionless): ``override`` (--model-band-scale) if given, else the
+    files' ``uncertainty_scale`` attribute (1.0 where absent), which must be finite, > 0 and the same in every file."""
+    if override is not None:
+        return positive_number(override, "model band scale (--model-band-scale)")
+    values = []
+    for path, info in zip(paths, infos):
+        value = info.extra.get("uncertainty_scale")
+        values.append(1.0 if value is None else positive_number(np.asarray(value).item()
+                                                                if np.size(value) == 1 else value,
+                                                                "uncertainty_scale attribute", "", path))
+    for path, value in zip(paths[1:], values[1:]):
+        if not np.isclose(value, values[0], rtol=1e-9, atol=0):
+            raise InputError(f"uncertainty_scale {value:g} differs from {values[0]:g} of {paths[0]}: pass "
+                             "--model-band-scale to use one calibration for all files", path)
+    return values[0]
+
+
+def eps_inf(value) -> float:
+    """ε∞ (--eps-inf, dimensionless) as a float ≥ 1: the electronic permittivity above the IR bands."""
+    x = positive_number(value, "ε∞ (--eps-inf)")
+    if x < 1:
+        raise InputError(f"ε∞ (--eps-inf) = {x:g}: must be ≥ 1 (the electronic permittivity above the IR bands, "
+                         "e.g. 1.77 for water)")
+    return x

@@ -155,11 +155,11 @@ def predictor():
     return APTPredictor.load(MODEL, dtype="float64")
 
 
-def ipi_stream(tmp_path, predictor, frames, cell, estimator: str, name: str):
+def ipi_stream(tmp_path, predictor, frames, cell, estimator: str, name: str, apt_every: int | None = None):
     symbols = frames[0][0].get_chemical_symbols()
     settings = ClientSettings(address="test", output=str(tmp_path / name), symbols=symbols, nbeads=len(frames[0]),
                               dt_fs=DT, estimator=estimator, resume=False, groups=species_groups(symbols),
-                              model_label="test")
+                              model_label="test", apt_every=apt_every)
     feed(StepProcessor(predictor, settings), [(k, np.stack([a.positions for a in beads]), cell)
                                               for k, beads in enumerate(frames)])
     return read_info(tmp_path / name), *next(read_chunks(tmp_path / name))

@@ -328,6 +328,15 @@ BAD_INPUTS = [
     ("max-wavenumber-negative", {}, ["--max-wavenumber", "-1"], None, "wavenumber"),
     ("max-wavenumber-nan", {}, ["--max-wavenumber", "nan"], None, "wavenumber"),
     ("mixed-volume", {"second": {"volume_A3": None}}, [], {}, "no volume_A3"),
+    ("eps-inf-negative", {}, ["--eps-inf", "-1.77"], {"eps_inf": -1.77}, "--eps-inf"),
+    ("eps-inf-zero", {}, ["--eps-inf", "0"], {"eps_inf": 0.0}, "--eps-inf"),
+    ("eps-inf-below-one", {}, ["--eps-inf", "0.5"], {"eps_inf": 0.5}, "must be ≥ 1"),
+    ("eps-inf-nan", {}, ["--eps-inf", "nan"], {"eps_inf": np.nan}, "--eps-inf"),
+    ("eps-inf-without-volume", {"volume_A3": None}, ["--eps-inf", "1.77"], {"eps_inf": 1.77}, "needs α n in cm⁻¹"),
+    ("model-band-scale-zero", {}, ["--model-band-scale", "0"], {"model_band_scale": 0.0}, "--model-band-scale"),
+    ("model-band-scale-negative", {}, ["--model-band-scale", "-1"], {"model_band_scale": -1.0},
+     "--model-band-scale"),
+    ("model-band-scale-inf", {}, ["--model-band-scale", "inf"], {"model_band_scale": np.inf}, "--model-band-scale"),
 ]
 
 

@@ -83,3 +83,19 @@ def set_threads(n: int | None) -> None:
 def cell_list(values: tuple[float, ...] | None):
     """``--cell`` as the list the readers take, or None."""
     return list(values) if values else None
+
+
+APT_EVERY_HELP = ("Run the APT network on every K-th frame (MD step for aptnn-ipi) only and interpolate the APTs in "
+                  "between (cubic Lagrange in time; positions and velocities stay exact at every step): about 1/K "
+                  "of the model's cost. Overrides --apt-every-fs.")
+
+
+def apt_every(f):
+    """``--apt-every K`` and ``--apt-every-fs X`` (the default rule: the network at least every X fs)."""
+    from aptnn.defaults import APT_INTERVAL_FS
+
+    default = "every frame" if APT_INTERVAL_FS is None else f"{APT_INTERVAL_FS:g} fs"
+    f = click.option("--apt-every-fs", type=click.FloatRange(min=0, min_open=True), default=APT_INTERVAL_FS,
+                     help=f"Run the APT network at least every this many fs (K = ⌊X / Δt⌋ frames, at least 1) and "
+                          f"interpolate in between; default: {default} (README: accuracy against K).")(f)
+    return click.option("--apt-every", type=click.IntRange(min=1), default=None, metavar="K", help=APT_EVERY_HELP)(f)

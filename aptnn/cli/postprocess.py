@@ -10,7 +10,7 @@ from aptnn.cli.options import set_threads
 
 def run_post(trajectories, model, output, spectrum_csv, plot, stride, groups, batch_size, device, fmt, lammps_units,
              timestep, types, temperature, max_lag, max_wavenumber, estimator, overwrite, threads, quiet,
-             compile_model, distributed, shard_frames) -> None:
+             compile_model, distributed, shard_frames, apt_every, apt_every_fs) -> None:
     """``aptnn post``: stream dM/dt of ``trajectories`` to HDF5, then (``spectrum_csv``/``plot``) the spectrum."""
     from pathlib import Path
 
@@ -24,7 +24,8 @@ def run_post(trajectories, model, output, spectrum_csv, plot, stride, groups, ba
         raise click.UsageError("-o names one output: give one trajectory, or let outputs be named TRAJ.dmdt.h5")
     batch = batch_size or (1 if device == "cpu" else 16)
     settings = PostSettings(stride=stride, batch_size=batch, temperature_K=temperature,
-                            overwrite=overwrite, progress=not quiet, compile=compile_model)
+                            overwrite=overwrite, progress=not quiet, compile=compile_model,
+                            apt_every=apt_every, apt_every_fs=apt_every_fs)
 
     def open_sources(path):
         return open_run(path, fmt, lammps_units, types.split() if types else None, timestep)
@@ -99,6 +100,7 @@ def run_post(trajectories, model, output, spectrum_csv, plot, stride, groups, ba
               help="Upper limit of the spectrum plot (cm⁻¹); the sampling must represent min(4000, this).")
 @click.option("--estimator", default="centroid", show_default=True, type=click.Choice(["centroid", "centroid-apt"]),
               help="PIMD centroid series: bead average of Σ P(r_k)·v_k, or the APT at the centroid.")
+@options.apt_every
 @options.overwrite
 @options.threads()
 @options.quiet

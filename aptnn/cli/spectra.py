@@ -7,7 +7,7 @@ from aptnn.cli.errors import run_command
 
 
 def run_spectrum(streams, output, plot, max_lag, window_name, qcf, temperature, volume, series, blocks, biased,
-                 keep_mean, pad, no_decompose, max_wavenumber):
+                 keep_mean, pad, no_decompose, max_wavenumber, no_members, model_band_scale, eps_inf):
     """``aptnn spectrum``: the IR spectrum of ``streams`` into the CSV ``output`` (and the PNG ``plot``)."""
     from aptnn.spectrum import REQUIRED_WAVENUMBER, compute_spectrum
     from aptnn.spectrum_checks import positive_number
@@ -17,7 +17,8 @@ def run_spectrum(streams, output, plot, max_lag, window_name, qcf, temperature, 
                             temperature_K=temperature, volume_A3=volume, series=list(series) or None,
                             decompose=not no_decompose, n_blocks=blocks, biased=biased,
                             remove_mean=not keep_mean, pad=pad,
-                            required_wavenumber=min(REQUIRED_WAVENUMBER, max_wavenumber))
+                            required_wavenumber=min(REQUIRED_WAVENUMBER, max_wavenumber),
+                            members=not no_members, model_band_scale=model_band_scale, eps_inf=eps_inf)
     spec.write_csv(output)
     if plot:
         spec.plot(plot, title=", ".join(streams), max_wavenumber=max_wavenumber)
@@ -28,9 +29,12 @@ def run_spectrum(streams, output, plot, max_lag, window_name, qcf, temperature, 
 @click.command()
 @click.argument("streams", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
 @click.option("-o", "--output", default="spectrum.csv", show_default=True,
-              help="CSV: wavenumber_cm-1, total (alpha_n_cm-1, or cross_section_cm2 without a volume), ± error, "
-                   "decomposition columns.")
-@click.option("--plot", default=None, help="Also write a PNG plot here.")
+              help="CSV, one column per quantity named name_unit: wavenumber_cm-1, total (alpha_n_cm-1, or "
+                   "cross_section_cm2 without a volume), ± error, decomposition columns; for a committee also "
+                   "member<k>, model_std, stat_std, combined_std (unit of the total); with --eps-inf also "
+                   "eps_real, eps_imag, n, kappa (_dimensionless) and alpha_cm-1.")
+@click.option("--plot", default=None, help="Also write a PNG plot here (a second panel with α and n when "
+              "--eps-inf is given).")
 @click.option("--max-lag", default=2000.0, show_default=True,
               help="Correlation length in fs, > 0 (resolution ~1/(c·lag)); capped at the shortest file.")
 @click.option("--window", "window_name", default="hann", show_default=True,
@@ -45,7 +49,8 @@ def run_spectrum(streams, output, plot, max_lag, window_name, qcf, temperature, 
               help="Å³, > 0; overrides the volume_A3 of every file (default: each file's own; files without "
                    "one give the cross-section per system in cm²; the two kinds cannot be mixed).")
 @click.option("--series", multiple=True, help="Series averaged into the total (glob, e.g. 'bead*'); "
-              "default total, else centroid.")
+              "default total, else centroid. Committee member series (member<k>) only when named "
+              "('member2', 'member*'), never by other globs such as '*'.")
 @click.option("--blocks", type=int, default=None,
               help="Time blocks per file for the ± standard error: ≥ 1, each of at least 2 frames "
                    "(default 8, fewer for files under 16 frames).")
@@ -58,13 +63,25 @@ def run_spectrum(streams, output, plot, max_lag, window_name, qcf, temperature, 
 @click.option("--max-wavenumber", default=4500.0, show_default=True,
               help="Upper limit of the plot (cm⁻¹), > 0. The sampling must represent min(4000, this) cm⁻¹ "
                    "(1/(2c·Δt)): coarser streams are refused unless you lower it.")
+@click.option("--no-members", is_flag=True,
+              help="Committee streams (series member0…): skip the members' spectra and the model band.")
+@click.option("--model-band-scale", type=float, default=None,
+              help="Dimensionless factor s > 0 of the model band σ_model = s × std over the members' spectra "
+                   "(same unit as the spectrum); overrides the files' uncertainty_scale attribute (1 where absent).")
+@click.option("--eps-inf", type=float, default=None,
+              help="ε∞ ≥ 1, the electronic permittivity above the IR bands (dimensionless, e.g. 1.77 for water): "
+                   "also ε'(ν̃) by Kramers–Kronig, ε'' = αn/(2πν̃), the refractive index n, the extinction "
+                   "coefficient κ and α = 4πν̃κ in cm⁻¹. Needs a volume (α n in cm⁻¹).")
 def spectrum(**kwargs):
     """IR spectrum from dM/dt stream files (HDF5; several files = independent trajectories, averaged).
 
     α(ω)n(ω) = πβ/(3Vcε₀)·(1/2π)∫dt e^{-iωt}⟨Ṁ(0)·Ṁ(t)⟩ in cm⁻¹ (harmonic quantum correction), or the
     absorption cross-section in cm² for open boundaries. Each file keeps its own temperature and volume
     (the result is the pair-count-weighted average of the single-file spectra) unless --temperature or
-    --volume is given. Prints peak positions and the integrated intensity.
+    --volume is given. Committee streams (series member0…member<M−1>) also give the model band: the spread
+    of the members' spectra (× the calibration uncertainty_scale), next to the statistical block error.
+    With --eps-inf, α n is split into α (cm⁻¹) and n by Kramers–Kronig. Prints peak positions and the
+    integrated intensity (± model ± statistical for a committee).
     """
     run_command(lambda: run_spectrum(**kwargs))
 

@@ -20,6 +20,10 @@ MIN_FREE_BYTES = 16 * 2**20   # a writer stops cleanly when its file system has 
 _FAILED: list = []           # writers whose HDF5 file failed (kept alive, never closed)
 
 
+#: attributes a resumed run must share with the file (value assumed for files without it)
+SAME_ON_RESUME = {"apt_every": 1}
+
+
 def _write_failure(err: BaseException) -> str:
     """A short reason for an HDF5 write failure ('no space left on device', …)."""
     text = str(err)
@@ -67,7 +71,7 @@ class StreamWriter:
         self.lock = OutputLock(self.path)
         try:
             if os.path.exists(self.path) and resume:
-                self._open_existing(dt_fs, source, model)
+                self._open_existing(dt_fs, source, model, extra)
             elif os.path.exists(self.path) and not overwrite:
                 raise OutputError("output exists: pass resume to continue it or overwrite to replace it", self.path)
             else:
@@ -120,8 +124,13 @@ class StreamWriter:
         self._check = f.get("check")
         self._kinetic = f.get("kinetic_temperature")
 
-    def _open_existing(self, dt_fs, source, model):
+    def _open_existing(self, dt_fs, source, model, extra=None):
         info = read_info(self.path)
+        with h5py.File(self.path, "r", swmr=True) as f:
+            for key, default in SAME_ON_RESUME.items():
+                if extra and key in extra and f.attrs.get(key, default) != extra[key]:
+                    raise OutputError(f"cannot resume: file has {key} = {f.attrs.get(key, default)}, this run "
+                                      f"{extra[key]} (use the same setting, overwrite, or another output)", self.path)
         if model is not None and info.model is None:
             raise OutputError("cannot resume: the file records no model (written by another program?); use "
                               "overwrite, or another output", self.path)

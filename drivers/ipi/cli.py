@@ -127,12 +127,14 @@ def read_symbols(structure: str) -> list[str]:
                    "after this); then exit 2. SIGTERM/SIGINT end the wait.")
 @click.option("--status-every", default=10.0, show_default=True, type=click.FloatRange(min=0),
               help="Seconds between status lines on stderr (steps received, written, queued); 0: none.")
+@options.apt_every
 @options.overwrite
 @options.threads(help="torch CPU threads of the model worker (default: all cores).")
 @options.device
 @options.compile_model
 def main(address, model, output, ipi_input, structure, dt, temperature, nbeads, rid_offset, estimator, bec, efield,
-         worker_nice, worker, queue_size, connect_timeout, status_every, overwrite, threads, device, compile_model):
+         worker_nice, worker, queue_size, connect_timeout, status_every, overwrite, threads, device, compile_model,
+         apt_every, apt_every_fs):
     """Stream dM/dt (e·Å/fs) of a running i-PI simulation into an HDF5 file, per bead, centroid and element.
 
     Add to the i-PI input an `<ffsocket name='aptnn' mode='unix'><address>NAME</address></ffsocket>` and a
@@ -168,7 +170,7 @@ def main(address, model, output, ipi_input, structure, dt, temperature, nbeads, 
             contracted=found.get("contracted", False), bec=bec,
             efield=np.array(efield) / units.FIELD_AU_TO_V_PER_ANGSTROM if efield else None,  # V/Å → a.u.
             resume=not overwrite, worker_nice=worker_nice,
-            queue_size=queue_size,
+            queue_size=queue_size, apt_every=apt_every, apt_every_fs=apt_every_fs,
             groups=species_groups(symbols), model_label=model_fingerprint(model))
         checkpoint = resolve(model)  # a wrong name fails now, not in the worker once i-PI runs
         check_species(symbols, model, str(checkpoint), structure)

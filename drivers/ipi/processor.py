@@ -16,7 +16,8 @@ import numpy as np
 from ase import Atoms
 
 from aptnn.errors import ClientError  # noqa: F401 (defined in aptnn.errors, re-exported)
-from aptnn.estimators import StepEstimator
+from aptnn.estimators import StepEstimator, committee_size
+from aptnn.interpolation import INTERPOLATION, NodeEvaluator, every_from
 from aptnn.io.stream import CHECK_SIZE, frame_check
 from aptnn.io.stream_writer import StreamWriter
 
@@ -41,6 +42,8 @@ class ClientSettings:
     resume: bool = True
     groups: dict[str, np.ndarray] = field(default_factory=dict)
     model_label: str = ""
+    apt_every: int | None = None        # the network every K steps, APTs interpolated between (None: from …_fs)
+    apt_every_fs: float | None = None   # … at least every this many fs (both None: every step)
 
 
 class StepProcessor:
@@ -61,6 +64,8 @@ class StepProcessor:
         self.label = ""
         self.step_offset = 0          # stream step = step of this connection + offset (restarts)
         self.ring_last = -1           # newest step whose positions are in state/ring_* (velocity)
+        self.evaluator: NodeEvaluator | None = None   # APTs at the nodes, interpolated between (per connection)
+        self.every = 1                # K: the network every K steps
 
     @property
     def predictor(self):
@@ -72,10 +77,14 @@ class StepProcessor:
         s = self.settings
         if s.dt_fs is None:
             raise ClientError("the time step is unknown: give --dt (fs), --ipi-input, or dt in <parameters>")
-        estimator = StepEstimator(s.estimator, s.nbeads, s.dt_fs, s.groups, default_base="increment")
+        members = committee_size(self.predictor)
+        estimator = StepEstimator(s.estimator, s.nbeads, s.dt_fs, s.groups, default_base="increment",
+                                  members=members)
         if s.contracted:  # i-PI sends the centroid alone
-            estimator = StepEstimator(f"{estimator.base}/apt-at-centroid", s.nbeads, s.dt_fs, s.groups)
+            estimator = StepEstimator(f"{estimator.base}/apt-at-centroid", s.nbeads, s.dt_fs, s.groups,
+                                      members=members)
         self.label = estimator.label
+        self.every = every_from(s.dt_fs, s.apt_every, s.apt_every_fs)
         return estimator
 
     def consume(self, get) -> None:
@@ -93,6 +102,9 @@ class StepProcessor:
                     self.settings = item
                     continue
                 self._process(*item)
+            if not self.aborted and self.evaluator is not None:  # the run ended: the steps held back
+                for step, (pos, cell, _, _), apt in self.evaluator.finish():
+                    self._emit(step, pos, cell, apt)
         finally:
             if self.writer is not None:
                 with self.protect():
@@ -118,9 +130,31 @@ class StepProcessor:
 
             continue_stream(self, pos, cell)  # opens the writer; sets step_offset and the estimator history
         step += self.step_offset
-        if apts is None:
-            apts, _ = self.predictor.predict_batch(self._frames(positions, cell), "i-PI", step)
-        out = self.estimator.update(step, pos, np.stack(apts), cell)
+        if self.estimator.members > 1:
+            apts = None   # the client's replies hold the committee mean: the members are evaluated here
+        if self.evaluator is None:
+            self.evaluator = NodeEvaluator(self.every, self._evaluate)
+        for ready, (r, c, _, _), apt in self.evaluator.feed([(step, (pos, cell, positions, apts))]):
+            self._emit(ready, r, c, apt)
+
+    def _evaluate(self, payloads: list, step: int) -> list[np.ndarray]:
+        """APTs (e) of steps (geometries, cell, positions to evaluate, APTs the client computed or None):
+        (B, N, 3, 3), or (M, B, N, 3, 3) for a committee of M members."""
+        out = []
+        for k, (_, cell, positions, apts) in enumerate(payloads):
+            if apts is not None:
+                out.append(np.stack(apts))
+                continue
+            frames = self._frames(positions, cell)
+            if self.estimator.members > 1:
+                out.append(np.stack(self.predictor.predict_members(frames, "i-PI", step + k), 1))
+            else:
+                out.append(np.stack(self.predictor.predict_batch(frames, "i-PI", step + k)[0]))
+        return out
+
+    def _emit(self, step: int, pos: np.ndarray, cell: np.ndarray | None, apt: np.ndarray) -> None:
+        """The estimator's row of step ``step`` (positions ``pos`` Å, APTs ``apt`` e) into the stream."""
+        out = self.estimator.update(step, pos, apt, cell)
         if out is None and self.writer is None:
             return
         if self.writer is None:
@@ -156,11 +190,22 @@ class StepProcessor:
         s = self.settings
         volume = float(abs(np.linalg.det(cell))) if cell is not None else None
         b, n = (1 if self.estimator.centroid_only else s.nbeads), len(s.symbols)
-        state = {"steps": (2,), "positions": (2, b, n, 3), "apt": (2, b, n, 3, 3), "cell": (2, 3, 3)}
+        m = (self.estimator.members,) if self.estimator.members > 1 else ()
+        state = {"steps": (2,), "positions": (2, b, n, 3), "apt": (2,) + m + (b, n, 3, 3), "cell": (2, 3, 3)}
         if self.estimator.base == "velocity":
             ring = s.queue_size + 2
             state.update(ring_steps=(ring,), ring_positions=(ring, b, n, 3), ring_cells=(ring, 3, 3))
         self.writer = StreamWriter(s.output, self.estimator.series, dt_fs=s.dt_fs, temperature_K=s.temperature_K,
                                    volume_A3=volume, natoms=n, estimator=self.label,
                                    model=s.model_label, source=f"i-PI {s.address}", resume=s.resume,
-                                   overwrite=not s.resume, nbeads=s.nbeads, state=state, checks=CHECK_SIZE)
+                                   overwrite=not s.resume, nbeads=s.nbeads, state=state, checks=CHECK_SIZE,
+                                   **self._attributes())
+
+    def _attributes(self) -> dict:
+        """Stream attributes of the APT evaluation: K and the interpolation, the committee's calibration."""
+        every = self.every
+        extra = {"apt_every": every, "apt_interpolation": INTERPOLATION if every > 1 else "none"}
+        scale = getattr(self.predictor, "uncertainty_scale", None)
+        if self.estimator.members > 1 and scale is not None:
+            extra["uncertainty_scale"] = float(scale)
+        return extra
