@@ -135,8 +135,9 @@ class APTInterpolator:
 
     def needed_from(self, first_output: int) -> int:
         """The first node step whose APT the rows from step ``first_output`` on need (a resumed run computes
-        the nodes from there on, and rows only from ``first_output``)."""
-        return max(0, (first_output // self.every - 1) * self.every)
+        the nodes from there on, and rows only from ``first_output``): two nodes before its interval, which
+        a one-sided stencil at the end of a run reaches."""
+        return max(0, (first_output // self.every - 2) * self.every)
 
 
 class NodeEvaluator:

@@ -47,11 +47,11 @@ class Shard:
 
     def input_range(self) -> tuple[int, int]:
         """Frames of the file to read: the selected ones plus the neighbours finite differences need, and
-        with APTs every K > 1 frames the nodes the interpolation reaches (up to 2K output frames before,
+        with APTs every K > 1 frames the nodes the interpolation reaches (up to 3K output frames before,
         3K after: :mod:`aptnn.interpolation`), so that a shard writes what a serial run would."""
         first, stop = self.first, self.stop
         if self.every > 1:
-            first, stop = max(0, (first // self.every - 1) * self.every), stop + 3 * self.every
+            first, stop = max(0, (first // self.every - 2) * self.every), stop + 3 * self.every
         start, last = first * self.stride, (stop - 1) * self.stride
         return (start, last + 3) if self.finite_difference else (start, last + 1)
 

@@ -87,21 +87,27 @@ def test_plan_covers_every_frame_once():
     assert Shard("a", "a.h5", 1, 3, False, 2).input_range() == (2, 5)
 
 
-@pytest.mark.parametrize("velocities", [True, False])
-def test_shard_runs_merge_to_the_serial_stream(tmp_path, velocities):
+@pytest.mark.parametrize("velocities,every", [(True, 1), (False, 1), (True, 2), (False, 2)])
+def test_shard_runs_merge_to_the_serial_stream(tmp_path, velocities, every):
+    """Shards write what one run writes, also with APTs every K frames (each shard reads the neighbours its
+    interpolation needs)."""
     path = trajectory(tmp_path / "t.extxyz", 13, seed=1, velocities=velocities)
-    settings = PostSettings(stride=2, progress=False)
+    settings = PostSettings(stride=2, progress=False, apt_every=every)
     serial = run([open_trajectory(str(path))], MODEL, str(tmp_path / "serial.h5"), settings)
     n = 7 if velocities else 6  # 13 frames, stride 2: 7 with velocities; (13 − 2) / 2 → 6 by differences
     parts = []
     for a, b in ((0, 2), (2, 4), (4, n)):
-        shard = Shard(str(path), "x", a, b, not velocities, 2)
+        shard = Shard(str(path), "x", a, b, not velocities, 2, every)
         parts.append(run([open_trajectory(str(path))], MODEL, str(tmp_path / f"p{a}.h5"), settings,
-                         frame_range=shard.input_range()))
+                         frame_range=shard.input_range(), output_range=(a, b)))
     merge_streams(parts, tmp_path / "merged.h5")
     same_stream(Path(serial), tmp_path / "merged.h5")
     with pytest.raises(Exception, match="does not continue"):
         merge_streams([parts[0], parts[2]], tmp_path / "gap.h5")
+    if every > 1:
+        assert h5py.File(tmp_path / "merged.h5")["dMdt"].attrs is not None
+        with h5py.File(tmp_path / "merged.h5") as f:
+            assert f.attrs["apt_every"] == every
     res = CliRunner().invoke(merge, [*parts, "-o", str(tmp_path / "cli.h5")])
     assert res.exit_code == 0 and f"({n} frames)" in res.output
 

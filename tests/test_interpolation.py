@@ -140,7 +140,7 @@ def test_resumed_and_sharded_runs_write_what_one_run_writes(tmp_path, predictor)
     # shards: output frames [0, 11) and [11, 28) with the neighbours the interpolation needs
     parts = []
     for first, stop in ((0, 11), (11, 28)):
-        read = (max(0, (first // 4 - 1) * 4), stop + 12)
+        read = (max(0, (first // 4 - 2) * 4), stop + 12)
         settings = PostSettings(progress=False, apt_every=4)
         path = run(sources, MODEL, str(tmp_path / f"part{first}.h5"), settings, predictor=predictor,
                    frame_range=(read[0], read[1]), output_range=(first, stop))
