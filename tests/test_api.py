@@ -21,6 +21,7 @@ from helpers import random_network, water_box
 from MDAnalysis.coordinates.memory import MemoryReader
 from scipy import constants as si
 from scipy.spatial.transform import Rotation
+from test_estimators import MODEL, relative, trajectory, write_beads
 
 from aptnn.analysis import DipoleDerivative
 from aptnn.calculator import APTCalculator
@@ -306,6 +307,105 @@ def test_bad_frame_leaves_no_stream(model, tmp_path):
     assert np.isnan(no_times.time).all()
     with pytest.raises(InputError, match="timestep="):
         no_times.spectrum()
+
+
+# --- DipoleDerivative on the estimator core: APTs every K frames, committees, as aptnn-post -----------------------
+def post_rows(tmp_path, name, sources, predictor, **settings):
+    """aptnn-post's rows (velocities from the file) of the same frames."""
+    from aptnn.post import PostSettings, run
+
+    out = run(sources, MODEL, str(tmp_path / name), PostSettings(progress=False, **settings), predictor=predictor)
+    return read_info(out), next(read_chunks(out))[1]
+
+
+@pytest.fixture(scope="module")
+def md_file(tmp_path_factory):
+    """16 frames (0.5 fs apart) of 27 waters with velocities, in one extxyz file (an ASESource)."""
+    frames, _ = trajectory(1, steps=18)
+    return write_beads(tmp_path_factory.mktemp("md"), frames, velocities=True)
+
+
+def test_every_frame_equals_aptnn_post_and_every_k_interpolates(model, md_file, tmp_path):
+    path = md_file[0].path
+    calls = []
+    original = model.predict_batch
+
+    def counting(frames, *args):
+        calls.append(len(frames))
+        return original(frames, *args)
+
+    model.predict_batch = counting
+    try:
+        k1 = DipoleDerivative(path, model, verbose=False).run().results
+        n1, calls[:] = sum(calls), []
+        out = tmp_path / "k4.dmdt.h5"
+        k4 = DipoleDerivative(path, model, apt_every=4, output=out, in_memory=True, batch_size=3,
+                              verbose=False).run().results
+        n4 = sum(calls)
+    finally:
+        del model.predict_batch
+    _, post1 = post_rows(tmp_path, "post1.h5", md_file, model, apt_every=1)
+    np.testing.assert_array_equal(k1.dmdt, post1)                        # K = 1: aptnn-post's rows, bit for bit
+    assert k1.apt_every == 1 and k1.series == k4.series == ["total", "group:O", "group:H"]
+    assert n1 == 16 and n4 == 5                                   # frames 0, 4, 8, 12 and the last, 15
+    np.testing.assert_array_equal(k4.time, k1.time)
+    np.testing.assert_array_equal(k4.dmdt[::4], k1.dmdt[::4])     # the nodes: the network's own APTs
+    assert 0 < relative(k4.dmdt, k1.dmdt) < 0.05
+    _, post4 = post_rows(tmp_path, "post4.h5", md_file, model, apt_every=4)
+    np.testing.assert_array_equal(k4.dmdt, post4)                        # the same interpolation as aptnn-post
+    info = read_info(out)
+    assert info.extra["apt_every"] == 4 and info.extra["apt_interpolation"] == "lagrange-cubic"
+    assert "uncertainty_scale" not in info.extra and info.series == k4.series
+    np.testing.assert_array_equal(next(read_chunks(out))[1], k4.dmdt)
+    assert read_info(tmp_path / "post1.h5").extra["apt_every"] == 1
+    # K from apt_every_fs and the time between the first two frames (0.5 fs): 2 fs → K = 4
+    by_fs = DipoleDerivative(path, model, apt_every_fs=2.0, verbose=False).run().results
+    assert by_fs.apt_every == 4
+    np.testing.assert_array_equal(by_fs.dmdt, k4.dmdt)
+    # nodes on the sequence of analysed frames: every 2nd of frames 1, 3, 5, … (frames 1, 5, 9, …)
+    sliced = DipoleDerivative(path, model, apt_every=2, verbose=False).run(start=1, step=2).results
+    np.testing.assert_array_equal(sliced.frames, np.arange(1, 16, 2))
+    np.testing.assert_array_equal(sliced.dmdt[::2], k1.dmdt[1::4])
+    assert 0 < relative(sliced.dmdt, k1.dmdt[1::2]) < 0.05
+    # frames without times: apt_every_fs cannot give K, every frame is evaluated
+    frames = ase.io.read(path, ":")
+    for atoms in frames:
+        del atoms.info["time"]
+    untimed = DipoleDerivative(frames[:6], model, apt_every_fs=2.0, verbose=False).run().results
+    assert untimed.apt_every == 1 and np.isnan(untimed.time).all()
+    np.testing.assert_array_equal(untimed.dmdt, k1.dmdt[:6])
+    with pytest.raises(InputError, match="apt_every"):
+        DipoleDerivative(frames, model, apt_every=0)
+
+
+def test_committee_member_series(model, md_file, tmp_path):
+    import copy
+
+    import torch
+
+    second = copy.deepcopy(model.members[0])                  # a second member: a perturbed readout
+    with torch.no_grad():
+        for p in list(second.parameters())[-2:]:
+            p.mul_(1.05)
+    committee = APTPredictor([model.members[0], second], fingerprint="test-committee sha256:0")
+    path, out = md_file[0].path, tmp_path / "committee.dmdt.h5"
+    r = DipoleDerivative(path, committee, output=out, in_memory=True, verbose=False).run().results
+    assert r.series == ["total", "group:O", "group:H", "member0", "member1"] and r.dmdt.shape == (16, 5, 3)
+    np.testing.assert_allclose(r.dmdt[:, 3:].mean(1), r.dmdt[:, 0], rtol=0, atol=1e-12)   # mean APT: mean total
+    assert np.abs(r.dmdt[:, 3] - r.dmdt[:, 4]).max() > 1e-4                            # the members differ
+    single = DipoleDerivative(path, model, verbose=False).run().results
+    np.testing.assert_allclose(r.dmdt[:, 3], single.dmdt[:, 0], rtol=0, atol=1e-12)   # member 0: the network
+    info, post = post_rows(tmp_path, "post.h5", md_file, committee)
+    assert info.series == r.series
+    np.testing.assert_allclose(r.dmdt, post, rtol=0, atol=1e-12)                        # as aptnn-post
+    stream = read_info(out)
+    assert stream.extra["uncertainty_scale"] == committee.uncertainty_scale == r.uncertainty_scale == 1.0
+    assert stream.extra["apt_every"] == 1 and stream.extra["apt_interpolation"] == "none"
+    k4 = DipoleDerivative(path, committee, apt_every=4, batch_size=2, verbose=False).run().results
+    np.testing.assert_allclose(k4.dmdt, post_rows(tmp_path, "post4.h5", md_file, committee, apt_every=4)[1],
+                               rtol=0, atol=1e-12)
+    np.testing.assert_array_equal(k4.dmdt[::4], r.dmdt[::4])
+    np.testing.assert_allclose(k4.dmdt[:, 3:].mean(1), k4.dmdt[:, 0], rtol=0, atol=1e-12)
 
 
 # --- the README example ---------------------------------------------------------------------------------------
