@@ -36,8 +36,10 @@ CLI = [sys.executable, "-m", "aptnn.drivers.ipi.cli"]
 
 
 def test_pimd_end_to_end(tmp_path):
-    """4-bead PIMD, 100 steps: shapes, series, attributes; EXIT finalises the file."""
-    pos0 = run_ipi_pimd(tmp_path, steps=100, aptnn_args=["-o", "run.dmdt.h5", "--status-every", "0.2"])
+    """4-bead PIMD, 100 steps, the network every 2nd step: shapes, series, attributes; EXIT finalises the file
+    (the steps the interpolation held back included)."""
+    pos0 = run_ipi_pimd(tmp_path, steps=100, aptnn_args=["-o", "run.dmdt.h5", "--status-every", "0.2",
+                                                         "--apt-every-fs", "0.5"])
     log = (tmp_path / "aptnn-ipi.log").read_text()
     assert "100 steps written" in log and "404 requests" in log
     status = re.findall(r"aptnn-ipi: (\d+) steps received, (\d+) written, (\d+) queued", log)
@@ -48,6 +50,7 @@ def test_pimd_end_to_end(tmp_path):
     info = read_info(out)
     assert info.series == ["bead0", "bead1", "bead2", "bead3", "centroid", "group:O", "group:H"]
     assert info.estimator == "increment/centroid" and info.extra["nbeads"] == 4
+    assert info.extra["apt_every"] == 2 and info.extra["apt_interpolation"] == "lagrange-cubic"
     assert info.dt_fs == pytest.approx(0.25) and info.temperature_K == pytest.approx(300.0)
     assert info.model.startswith(MODEL) and info.volume_A3 == pytest.approx(9.865355**3, rel=1e-4)
     t, d = next(read_chunks(out))
