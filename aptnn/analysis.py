@@ -190,6 +190,9 @@ class DipoleDerivative:
             raise InputError("frame has no velocities: DipoleDerivative needs them (aptnn post computes them by "
                              "central differences from every MD step)", self._name, index)
         check_md_frame(atoms, velocities, time, self._first, self._name, index)
+        from aptnn.graph import check_geometry
+
+        check_geometry(atoms, self._name, index)   # also frames whose APTs are interpolated
         if time is None and self.output is not None:
             raise InputError("frame has no time: give timestep= (fs between frames) to write a stream", self._name,
                              index)

@@ -117,6 +117,18 @@ def neighbour_list(atoms: Atoms, cutoff: float) -> tuple[np.ndarray, np.ndarray,
     return i, j, vectors
 
 
+def check_geometry(atoms: Atoms, source: str | None = None, frame: int | None = None) -> None:
+    """The checks of :func:`frame_graph` that need no model, for frames whose APTs are interpolated rather than
+    evaluated: an absurdly dense cell, and atoms closer than :data:`MIN_DISTANCE` Å."""
+    check_neighbour_budget(atoms, MIN_DISTANCE, source, frame)
+    i, j, vectors = neighbour_list(atoms, MIN_DISTANCE)
+    if len(vectors):
+        lengths = np.linalg.norm(vectors, axis=1)
+        k = int(np.argmin(lengths))
+        raise InputError(f"atoms {i[k]} and {j[k]} are {lengths[k]:.3g} Å apart (closer than "
+                         f"{MIN_DISTANCE} Å: the same atom twice?)", source, frame)
+
+
 def frame_graph(atoms: Atoms, species: list[int], cutoff: float, source: str | None = None,
                 frame: int | None = None) -> FrameGraph:
     """Graph of one frame for a model with the given species list and cutoff (Å)."""

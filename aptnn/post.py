@@ -19,7 +19,7 @@ from aptnn import estimators, units
 from aptnn.defaults import APT_INTERVAL_FS
 from aptnn.errors import InputError, OutputError
 from aptnn.estimators import StepEstimator, central_difference, committee_size, centroid, resolve, species_groups
-from aptnn.graph import species_indices
+from aptnn.graph import check_geometry, species_indices
 from aptnn.interpolation import INTERPOLATION, NodeEvaluator, every_from
 from aptnn.io.stream import CHECK_SIZE, frame_check, read_checks
 from aptnn.io.stream_writer import StreamWriter
@@ -377,6 +377,10 @@ def _flush(writer, compute, evaluator, buffer, stored: int, index: int, bar, pat
     done = [(glob, frames, apt) for glob, (frames, write), apt in ready if write]
     if not done:
         return
+    if evaluator.every > 1:  # interpolated frames never met the model's checks
+        for glob, frames, _ in done:
+            for f in frames:
+                check_geometry(f.atoms, path, glob)
     rows = np.stack([compute.row(frames, apt) for _, frames, apt in done])
     if not np.isfinite(rows).all():
         bad = int(np.argmax(~np.isfinite(rows).reshape(len(done), -1).all(axis=1)))

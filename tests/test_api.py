@@ -199,7 +199,7 @@ def expected_dmdt(model, box, pos, vel, mask=None):
 
 def test_universe_equals_predictor(model):
     box, pos, vel = frames_data()
-    dd = DipoleDerivative(universe(box, pos, vel), model, verbose=False).run()
+    dd = DipoleDerivative(universe(box, pos, vel), model, verbose=False, apt_every=1).run()
     r = dd.results
     assert r.series == ["total", "group:O", "group:H"]
     np.testing.assert_allclose(r.time, np.arange(N_FRAMES) * DT_PS * 1e3)       # fs
@@ -239,22 +239,23 @@ def test_universe_types_atomgroup_and_missing_velocities(model):
 
 def test_ase_list_and_path_give_the_same_numbers(model, tmp_path):
     box, pos, vel = frames_data(seed=1)
-    reference = DipoleDerivative(universe(box, pos, vel), model, verbose=False).run().results
+    reference = DipoleDerivative(universe(box, pos, vel), model, verbose=False, apt_every=1).run().results
     frames = []
     for k, (p, v) in enumerate(zip(pos, vel)):
         atoms = box.copy()
         atoms.positions = p
         atoms.set_velocities(v * ASE_TIME_TO_FS)     # Å/fs → ASE units
         frames.append(atoms)
-    from_list = DipoleDerivative(frames, model, timestep=DT_PS * 1e3, verbose=False).run().results
+    from_list = DipoleDerivative(frames, model, timestep=DT_PS * 1e3, verbose=False, apt_every=1).run().results
     np.testing.assert_allclose(from_list.time, reference.time)
     np.testing.assert_allclose(from_list.dmdt, reference.dmdt, rtol=1e-5, atol=1e-8)
     path = tmp_path / "run.extxyz"
     ase.io.write(path, frames)
-    from_file = DipoleDerivative(path, model, timestep=DT_PS * 1e3, verbose=False).run().results
+    from_file = DipoleDerivative(path, model, timestep=DT_PS * 1e3, verbose=False, apt_every=1).run().results
     np.testing.assert_allclose(from_file.time, reference.time)
     np.testing.assert_allclose(from_file.dmdt, reference.dmdt, rtol=1e-5, atol=1e-8)
-    sliced = DipoleDerivative(str(path), model, timestep=DT_PS * 1e3, verbose=False).run(1, None, 2).results
+    sliced = DipoleDerivative(str(path), model, timestep=DT_PS * 1e3, verbose=False,
+                              apt_every=1).run(1, None, 2).results
     np.testing.assert_array_equal(sliced.frames, [1, 3])
     np.testing.assert_allclose(sliced.dmdt, reference.dmdt[[1, 3]], rtol=1e-5, atol=1e-8)
     with pytest.raises(InputError, match="elements="):
@@ -314,7 +315,7 @@ def post_rows(tmp_path, name, sources, predictor, **settings):
     """aptnn-post's rows (velocities from the file) of the same frames."""
     from aptnn.post import PostSettings, run
 
-    out = run(sources, MODEL, str(tmp_path / name), PostSettings(progress=False, **settings), predictor=predictor)
+    out = run(sources, MODEL, str(tmp_path / name), PostSettings(progress=False, **{"apt_every": 1, **settings}), predictor=predictor)
     return read_info(out), next(read_chunks(out))[1]
 
 
@@ -336,7 +337,7 @@ def test_every_frame_equals_aptnn_post_and_every_k_interpolates(model, md_file, 
 
     model.predict_batch = counting
     try:
-        k1 = DipoleDerivative(path, model, verbose=False).run().results
+        k1 = DipoleDerivative(path, model, verbose=False, apt_every=1).run().results
         n1, calls[:] = sum(calls), []
         out = tmp_path / "k4.dmdt.h5"
         k4 = DipoleDerivative(path, model, apt_every=4, output=out, in_memory=True, batch_size=3,
@@ -389,11 +390,11 @@ def test_committee_member_series(model, md_file, tmp_path):
             p.mul_(1.05)
     committee = APTPredictor([model.members[0], second], fingerprint="test-committee sha256:0")
     path, out = md_file[0].path, tmp_path / "committee.dmdt.h5"
-    r = DipoleDerivative(path, committee, output=out, in_memory=True, verbose=False).run().results
+    r = DipoleDerivative(path, committee, output=out, in_memory=True, verbose=False, apt_every=1).run().results
     assert r.series == ["total", "group:O", "group:H", "member0", "member1"] and r.dmdt.shape == (16, 5, 3)
     np.testing.assert_allclose(r.dmdt[:, 3:].mean(1), r.dmdt[:, 0], rtol=0, atol=1e-12)   # mean APT: mean total
     assert np.abs(r.dmdt[:, 3] - r.dmdt[:, 4]).max() > 1e-4                            # the members differ
-    single = DipoleDerivative(path, model, verbose=False).run().results
+    single = DipoleDerivative(path, model, verbose=False, apt_every=1).run().results
     np.testing.assert_allclose(r.dmdt[:, 3], single.dmdt[:, 0], rtol=0, atol=1e-12)   # member 0: the network
     info, post = post_rows(tmp_path, "post.h5", md_file, committee)
     assert info.series == r.series

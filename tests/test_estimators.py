@@ -177,7 +177,7 @@ def test_classical_trajectory_gives_the_same_series_through_both_producers(tmp_p
     assert info_i.estimator == "velocity" and info_i.series == ["centroid", "group:O", "group:H"]
     results = {}
     for batch in (1, 4):  # float64: batching frames through the model changes nothing
-        out = run(pos_files, MODEL, str(tmp_path / f"pos{batch}.h5"), PostSettings(batch_size=batch, progress=False),
+        out = run(pos_files, MODEL, str(tmp_path / f"pos{batch}.h5"), PostSettings(batch_size=batch, progress=False, apt_every=1),
                   predictor=predictor)
         results[batch] = next(read_chunks(out))
     assert relative(results[4][1], results[1][1]) < 1e-12
@@ -188,7 +188,7 @@ def test_classical_trajectory_gives_the_same_series_through_both_producers(tmp_p
     err_pos = relative(d_p, d_i)
     vel_files = write_beads(tmp_path, frames, velocities=True)  # the central differences, written as velocities
     t_v, d_v = next(read_chunks(run(vel_files, MODEL, str(tmp_path / "vel.h5"),
-                                    PostSettings(batch_size=3, progress=False), predictor=predictor)))
+                                    PostSettings(batch_size=3, progress=False, apt_every=1), predictor=predictor)))
     np.testing.assert_allclose(t_v, t_i, rtol=0, atol=1e-12)
     err_vel = relative(d_v, d_i)
     print(f"classical: largest relative difference post/ipi {err_pos:.2g} (positions), {err_vel:.2g} (velocities)")
@@ -202,7 +202,7 @@ def test_pimd_beads_give_the_same_series_through_both_producers(tmp_path, predic
     frames = read_back(sources)
     ipi_name = "velocity" if estimator == "centroid" else "velocity/apt-at-centroid"
     info_i, t_i, d_i = ipi_stream(tmp_path, predictor, frames, cell, ipi_name, "ipi.h5")
-    out = run(sources, MODEL, str(tmp_path / "post.h5"), PostSettings(batch_size=2, progress=False),
+    out = run(sources, MODEL, str(tmp_path / "post.h5"), PostSettings(batch_size=2, progress=False, apt_every=1),
               estimator=estimator, predictor=predictor)
     info_p, (t_p, d_p) = read_info(out), next(read_chunks(out))
     assert info_p.estimator == info_i.estimator == resolve(estimator, "velocity").label(3)

@@ -92,6 +92,7 @@ def committee(predictor):
 
 
 def post_stream(path, sources, predictor, **kw):
+    kw.setdefault("apt_every", 1)
     settings = PostSettings(progress=False, **{k: v for k, v in kw.items() if k != "estimator"})
     out = run(sources, MODEL, str(path), settings, estimator=kw.get("estimator", "centroid"), predictor=predictor)
     return read_info(out), *next(read_chunks(out))

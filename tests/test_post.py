@@ -51,7 +51,7 @@ def lammps_water(tmp_path_factory):
 def test_lammps_dump_to_stream_equals_python_api(lammps_water, tmp_path):
     out = tmp_path / "w.dmdt.h5"
     res = CliRunner().invoke(post, [str(lammps_water), "-o", str(out), "--timestep", "0.5", "--quiet",
-                                    "--spectrum", str(tmp_path / "s.csv"), "--batch-size", "16"])
+                                    "--spectrum", str(tmp_path / "s.csv"), "--batch-size", "16", "--apt-every", "1"])
     assert res.exit_code == 0, res.output
     info = read_info(out)
     assert info.series == ["total", "group:O", "group:H"] and info.dt_fs == 0.5 and info.natoms == 96
@@ -229,9 +229,10 @@ def test_pimd_bead_files_centroid_and_centroid_apt(ipi_pimd, tmp_path):
     from ipi import read_trajectory
     pos, vel = read_trajectory(str(ipi_pimd)), read_trajectory(str(ipi_pimd).replace("pos_0", "vel_0"))
     from aptnn import units
-    p = aptnn.load_model(MODEL).predict(pos[7])
-    v = vel[7].arrays["velocities"] / units.ASE_TIME_TO_FS  # ASE velocity units → Å/fs
-    np.testing.assert_allclose(d[7, 0], np.einsum("nij,nj->i", p, v), rtol=1e-4, atol=1e-7)
+    assert info.extra["apt_every"] == 8   # the default: the network every 2 fs; frame 8 is a node
+    p = aptnn.load_model(MODEL).predict(pos[8])
+    v = vel[8].arrays["velocities"] / units.ASE_TIME_TO_FS  # ASE velocity units → Å/fs
+    np.testing.assert_allclose(d[8, 0], np.einsum("nij,nj->i", p, v), rtol=1e-4, atol=1e-7)
     apt = run(open_run(str(ipi_pimd), timestep=0.25), MODEL, str(tmp_path / "a.h5"), PostSettings(progress=False),
               estimator="centroid-apt")
     assert read_info(apt).estimator == "velocity/apt-at-centroid"

@@ -126,11 +126,6 @@ class StreamWriter:
 
     def _open_existing(self, dt_fs, source, model, extra=None):
         info = read_info(self.path)
-        with h5py.File(self.path, "r", swmr=True) as f:
-            for key, default in SAME_ON_RESUME.items():
-                if extra and key in extra and f.attrs.get(key, default) != extra[key]:
-                    raise OutputError(f"cannot resume: file has {key} = {f.attrs.get(key, default)}, this run "
-                                      f"{extra[key]} (use the same setting, overwrite, or another output)", self.path)
         if model is not None and info.model is None:
             raise OutputError("cannot resume: the file records no model (written by another program?); use "
                               "overwrite, or another output", self.path)
@@ -145,6 +140,10 @@ class StreamWriter:
         if dt_fs is not None and (info.dt_fs is None or not np.isclose(info.dt_fs, dt_fs)):
             raise OutputError(f"cannot resume: file has dt {info.dt_fs} fs, not {dt_fs} fs", self.path)
         with h5py.File(self.path, "r", swmr=True) as f:
+            for key, default in SAME_ON_RESUME.items():
+                if extra and key in extra and f.attrs.get(key, default) != extra[key]:
+                    raise OutputError(f"cannot resume: file has {key} = {f.attrs.get(key, default)}, this run "
+                                      f"{extra[key]} (use the same setting, overwrite, or another output)", self.path)
             if self.checks and "check" not in f:
                 raise OutputError("cannot resume: file has no input fingerprints (written by another program or "
                                   "an older aptnn); use overwrite, or another output", self.path)

@@ -17,6 +17,7 @@ from ase import Atoms
 
 from aptnn.errors import ClientError  # noqa: F401 (defined in aptnn.errors, re-exported)
 from aptnn.estimators import StepEstimator, committee_size
+from aptnn.graph import check_geometry
 from aptnn.interpolation import INTERPOLATION, NodeEvaluator, every_from
 from aptnn.io.stream import CHECK_SIZE, frame_check
 from aptnn.io.stream_writer import StreamWriter
@@ -134,6 +135,9 @@ class StepProcessor:
             apts = None   # the client's replies hold the committee mean: the members are evaluated here
         if self.evaluator is None:
             self.evaluator = NodeEvaluator(self.every, self._evaluate)
+        if self.every > 1:  # interpolated steps never meet the model's checks
+            for atoms in self._frames(positions, cell):
+                check_geometry(atoms, "i-PI", step)
         for ready, (r, c, _, _), apt in self.evaluator.feed([(step, (pos, cell, positions, apts))]):
             self._emit(ready, r, c, apt)
 
