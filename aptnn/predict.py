@@ -12,7 +12,7 @@ from aptnn.errors import InputError
 from aptnn.graph import collate, frame_graph
 from aptnn.labels import APT_KEY, APT_STD_KEY, check_frame, set_apt
 from aptnn.model.checkpoint import load_checkpoint
-from aptnn.model.network import APTNetwork
+from aptnn.model.network import APTNetwork, HeadMember, run_committee
 from aptnn.progress import progress_bar
 
 
@@ -21,13 +21,20 @@ class APTPredictor:
 
     >>> model = aptnn.load_model("water-rpbe-d3")
     >>> apt = model.predict(atoms)          # (N, 3, 3), P[i, ξ, ζ] = ∂M_ξ/∂r_iζ in e
+
+    Committees of either kind look the same here: "full" (independent networks) or "heads" (one shared trunk
+    with a readout head per member, evaluated once per call); ``members`` then holds :class:`HeadMember` views.
+    The committee std (``apt_std``) is returned raw; :attr:`uncertainty_scale` is the factor, fitted on
+    validation frames at training time, that consumers multiply it by for calibrated error bars.
     """
 
-    def __init__(self, members: list[APTNetwork], training: dict | None = None, device: str = "cpu",
-                 fingerprint: str | None = None):
+    def __init__(self, members: list[APTNetwork] | list[HeadMember], training: dict | None = None,
+                 device: str = "cpu", fingerprint: str | None = None):
         """``fingerprint``: the model's identity recorded in stream files (``name sha256:<hex>``; set by
         :meth:`load`, computed once), None for a model built in memory."""
         self.members = members
+        nets = [m.network if isinstance(m, HeadMember) else m for m in members]
+        self._networks = list({id(n): n for n in nets}.values())   # distinct networks, each run once per call
         self.fingerprint = fingerprint
         self.training = training or {}
         self.device = device
@@ -42,21 +49,34 @@ class APTPredictor:
         50 → 32 ms wall on two, after a one-off compilation of ~10 s (again when the thread count changes);
         results agree with eager mode to float32 rounding. Worth it for long runs (aptnn-post, aptnn-ipi).
         Needs a C++ compiler; if compilation fails, the model falls back to eager mode with a warning.
+        Either committee kind: every distinct network's layers are compiled once (one shared trunk for "heads").
         """
         self._eager = []
-        for member in self.members:
-            for layer in member.layers:
+        for network in self._networks:
+            for layer in network.layers:
                 self._eager.append((layer, layer.tp, layer.radial))
                 layer.tp = torch.compile(layer.tp, dynamic=True)
                 layer.radial = torch.compile(layer.radial, dynamic=True)
         return self
 
+    @property
+    def committee_kind(self) -> str:
+        """"heads" (shared trunk) or "full" (independent networks; also a single model)."""
+        return "heads" if isinstance(self.members[0], HeadMember) else "full"
+
+    @property
+    def uncertainty_scale(self) -> float:
+        """Dimensionless factor s for the committee std: calibrated σ = s × ``apt_std`` (e), fitted on the
+        validation frames when the committee was trained (training metadata ``uncertainty_scale``); 1.0 for
+        a single model, a committee trained without validation frames, or an older checkpoint."""
+        return float(self.training.get("uncertainty_scale", 1.0))
+
     def _run_members(self, batch, charge) -> torch.Tensor:
         with torch.no_grad():
             if self._eager is None:
-                return torch.stack([m(batch, charge) for m in self.members])
+                return run_committee(self.members, batch, charge)
             try:  # the first call compiles; later calls run the compiled code
-                out = torch.stack([m(batch, charge) for m in self.members])
+                out = run_committee(self.members, batch, charge)
             except Exception as err:  # noqa: BLE001 — any compiler failure: run eagerly instead
                 import warnings
 
@@ -64,7 +84,7 @@ class APTPredictor:
                     layer.tp, layer.radial = tp, radial
                 warnings.warn(f"torch.compile failed ({type(err).__name__}: {str(err)[:200]}); running the model "
                               "without compilation", stacklevel=3)
-                out = torch.stack([m(batch, charge) for m in self.members])
+                out = run_committee(self.members, batch, charge)
             self._eager = None
             return out
 
@@ -107,7 +127,9 @@ class APTPredictor:
 
     def predict_batch(self, frames: list[Atoms], source: str | None = None, first_index: int = 0,
                       ) -> tuple[list[np.ndarray], list[np.ndarray] | None]:
-        """APTs for several frames at once: lists of (N_k, 3, 3) means and committee std (None for one member)."""
+        """APTs for several frames at once: lists of (N_k, 3, 3) means and committee std in e (None for one
+        member). The std is raw (unbiased over the members); multiply by :attr:`uncertainty_scale` for the
+        calibrated uncertainty."""
         preds = self._members(frames, source, first_index)
         mean = preds.mean(0)
         std = preds.std(0, unbiased=True) if len(self.members) > 1 else None
@@ -128,7 +150,8 @@ class APTPredictor:
 
     def annotate(self, frames: Iterable[Atoms], batch_size: int = 4, source: str | None = None,
                  progress: bool = True, total: int | None = None) -> list[Atoms]:
-        """Copies of ``frames`` with ``apt`` (and ``apt_std`` for committees) arrays, N×9 row-major, e."""
+        """Copies of ``frames`` with ``apt`` (and ``apt_std``, the raw committee std, for committees) arrays,
+        N×9 row-major, e."""
         frames = list(frames)
         out = []
         bar = progress_bar(total=total or len(frames), desc="predict", unit="frame", disable=not progress)

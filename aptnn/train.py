@@ -1,4 +1,9 @@
-"""Training: labelled frames in, checkpoint out (Adam + ReduceLROnPlateau, masked MSE in e²)."""
+"""Training: labelled frames in, checkpoint out (Adam + ReduceLROnPlateau, masked MSE in e²).
+
+Committees: kind "full" trains ``committee`` independent networks (seed + k); kind "heads" trains one
+:class:`~aptnn.model.network.HeadsNetwork` whose shared trunk learns from the mean over heads of each head's
+loss. With validation frames, :func:`calibrate` then fits the committee's ``uncertainty_scale``.
+"""
 from __future__ import annotations
 
 import csv
@@ -15,12 +20,13 @@ from ase import Atoms
 
 from aptnn import keys
 from aptnn._version import __version__
+from aptnn.defaults import COMMITTEE_KINDS, DEFAULT_COMMITTEE_KIND
 from aptnn.distributed import SERIAL, Context, all_sum, any_rank, gather_objects
 from aptnn.errors import InputError
 from aptnn.graph import FrameGraph, collate, frame_graph
 from aptnn.labels import get_apt
 from aptnn.model.checkpoint import save_checkpoint
-from aptnn.model.network import APTNetwork, ModelConfig
+from aptnn.model.network import APTNetwork, HeadsNetwork, ModelConfig, run_committee
 from aptnn.model.tensor import change_of_basis, normalisation_stats, to_irreps
 from aptnn.progress import progress_bar
 
@@ -40,6 +46,7 @@ class TrainSettings:
     valid_fraction: float = 0.1        # used only without an explicit validation set
     seed: int = 0
     dtype: str = "float32"
+    head_weights: str = "none"         # "heads" committees: per-head random loss weights, see head_weights()
 
 
 @dataclass
@@ -82,18 +89,42 @@ def data_hash(frames: list[Atoms]) -> str:
     return h.hexdigest()
 
 
-def batch_loss(model: APTNetwork, items: list[LabelledFrame], dtype: torch.dtype):
-    """Sum of squared errors over labelled atoms' 9 components (e²) and the number of such components."""
+def batch_loss(model: APTNetwork | HeadsNetwork, items: list[LabelledFrame], dtype: torch.dtype,
+               weights: list[torch.Tensor] | None = None):
+    """Sum of squared errors over labelled atoms' 9 components (e²) and the number of such components.
+
+    A :class:`HeadsNetwork` gives the mean over heads of each head's sum; ``weights`` (one (n_heads, N_k)
+    tensor per frame, see :func:`head_weights`) then weight every head's atoms."""
     batch = collate([it.graph for it in items], dtype=dtype)
     charge = torch.tensor([it.charge for it in items], dtype=dtype)
     pred = model(batch, charge)
     target = torch.cat([it.apt for it in items]).to(dtype)
     mask = torch.cat([it.mask for it in items])
-    diff = (pred - target)[mask]
-    return diff.pow(2).sum(), diff.numel()
+    if pred.dim() == 3:
+        diff = (pred - target)[mask]
+        return diff.pow(2).sum(), diff.numel()
+    sq = (pred - target).pow(2).sum((2, 3))[:, mask]      # (n_heads, labelled atoms)
+    if weights is not None:
+        sq = sq * torch.cat(weights, dim=1)[:, mask].to(dtype)
+    return sq.sum() / len(pred), sq.shape[1] * 9
 
 
-def rmse(model: APTNetwork, items: list[LabelledFrame], dtype: torch.dtype, batch_size: int = 4,
+def head_weights(train: list[LabelledFrame], n_heads: int, mode: str, seed: int) -> list[torch.Tensor] | None:
+    """Per-head loss weights of the training atoms, one (n_heads, N_k) tensor per frame, or None (``mode``
+    "none"). "frames": a Bayesian bootstrap over frames (each head's frame weights are n_frames × a
+    Dirichlet(1, …, 1) draw); "atoms": the same over labelled atoms (independent Exp(1) weights per atom)."""
+    if mode == "none":
+        return None
+    rng = np.random.default_rng([seed, 7919])
+    if mode == "frames":
+        w = rng.dirichlet(np.ones(len(train)), size=n_heads) * len(train)       # (n_heads, n_frames)
+        return [torch.from_numpy(np.repeat(w[:, [k]], len(it.mask), axis=1)) for k, it in enumerate(train)]
+    if mode == "atoms":
+        return [torch.from_numpy(rng.exponential(size=(n_heads, len(it.mask)))) for it in train]
+    raise ValueError(f"unknown head weighting {mode!r} (none, frames, atoms)")
+
+
+def rmse(model: APTNetwork | HeadsNetwork, items: list[LabelledFrame], dtype: torch.dtype, batch_size: int = 4,
          ctx: Context = SERIAL) -> float:
     """Component-wise RMSE in e over all labelled atoms (frames shared among the ranks of ``ctx``)."""
     sse, n = 0.0, 0
@@ -106,8 +137,11 @@ def rmse(model: APTNetwork, items: list[LabelledFrame], dtype: torch.dtype, batc
     return math.sqrt(sse / max(n, 1))
 
 
-def build_model(train: list[LabelledFrame], species: list[int], dtype: torch.dtype, **model_kwargs) -> APTNetwork:
-    """A network whose normalisation (per-species isotropic mean, per-irrep scale) comes from ``train``."""
+def build_model(train: list[LabelledFrame], species: list[int], dtype: torch.dtype, heads: int = 0,
+                **model_kwargs) -> APTNetwork | HeadsNetwork:
+    """A network whose normalisation (per-species isotropic mean, per-irrep scale) comes from ``train``; a
+    :class:`HeadsNetwork` with ``heads`` readout heads if ``heads`` > 0 (every head starts from its own random
+    weights and the same normalisation)."""
     q = change_of_basis()
     y = torch.cat([to_irreps(it.apt[it.mask], q) for it in train])
     s = torch.cat([torch.from_numpy(it.graph.species)[it.mask] for it in train])
@@ -117,15 +151,17 @@ def build_model(train: list[LabelledFrame], species: list[int], dtype: torch.dty
     previous = torch.get_default_dtype()
     try:
         torch.set_default_dtype(dtype)
-        return APTNetwork(config)
+        return HeadsNetwork(config, heads) if heads else APTNetwork(config)
     finally:
         torch.set_default_dtype(previous)
 
 
 def fit(train: list[LabelledFrame], valid: list[LabelledFrame], species: list[int], settings: TrainSettings,
         log_path: str | Path | None = None, progress: bool = True, member: int = 0, ctx: Context = SERIAL,
-        **model_kwargs) -> tuple[APTNetwork, dict]:
-    """Train one network; returns the best-on-validation model and its metrics (RMSE in e).
+        heads: int = 0, **model_kwargs) -> tuple[APTNetwork | HeadsNetwork, dict]:
+    """Train one network; returns the best-on-validation model and its metrics (RMSE in e). ``heads`` > 0:
+    a :class:`HeadsNetwork` (loss: mean over heads, weighted per ``settings.head_weights``; validation RMSE:
+    root of the mean over heads of each head's mean squared error).
 
     Deterministic algorithms are switched on while training: multi-threaded scatter-adds on the CPU otherwise
     sum in a varying order, and identical runs would not give identical models.
@@ -137,28 +173,30 @@ def fit(train: list[LabelledFrame], valid: list[LabelledFrame], species: list[in
     was_deterministic = torch.are_deterministic_algorithms_enabled()
     torch.use_deterministic_algorithms(True)
     try:
-        return _fit(train, valid, species, settings, log_path, progress, member, ctx, **model_kwargs)
+        return _fit(train, valid, species, settings, log_path, progress, member, ctx, heads, **model_kwargs)
     finally:
         torch.use_deterministic_algorithms(was_deterministic)
 
 
-def _step(model, train: list[LabelledFrame], batch: np.ndarray, dtype, ctx: Context) -> tuple[float, int]:
+def _step(model, train: list[LabelledFrame], batch: np.ndarray, dtype, ctx: Context,
+          weights: list[torch.Tensor] | None = None) -> tuple[float, int]:
     """One optimiser step's gradient over ``batch`` (indices into ``train``); returns this rank's (sse, n)."""
     mine = batch[ctx.rank::ctx.world]
     if len(mine):
-        s, c = batch_loss(model, [train[i] for i in mine], dtype)
+        s, c = batch_loss(model, [train[i] for i in mine], dtype, weights and [weights[i] for i in mine])
     else:  # fewer frames than ranks: still take part in DDP's gradient average, with zero weight
-        s, c = batch_loss(model, [train[batch[0]]], dtype)
+        s, c = batch_loss(model, [train[batch[0]]], dtype, weights and [weights[batch[0]]])
         s, c = s * 0.0, 0
     total = all_sum(ctx, c)[0] if ctx.world > 1 else c
     (s * (ctx.world / total)).backward()  # DDP divides the summed gradients by the number of ranks
     return float(s.detach()), c
 
 
-def _fit(train, valid, species, settings, log_path, progress, member, ctx, **model_kwargs):
+def _fit(train, valid, species, settings, log_path, progress, member, ctx, heads, **model_kwargs):
     dtype = getattr(torch, settings.dtype)
     seed_everything(settings.seed + member)
-    model = build_model(train, species, dtype, **model_kwargs)
+    model = build_model(train, species, dtype, heads, **model_kwargs)
+    weights = head_weights(train, heads, settings.head_weights, settings.seed) if heads else None
     trained = model
     if ctx.world > 1:
         from torch.nn.parallel import DistributedDataParallel
@@ -175,8 +213,8 @@ def _fit(train, valid, species, settings, log_path, progress, member, ctx, **mod
     writer = csv.writer(log) if log else None
     if writer:
         writer.writerow(["epoch", "wall_s", "lr", "train_rmse_e", "valid_rmse_e"])
-    bar = progress_bar(iterable=range(1, settings.epochs + 1), desc=f"train member {member}", disable=not progress,
-                       unit="epoch")
+    bar = progress_bar(iterable=range(1, settings.epochs + 1), disable=not progress, unit="epoch",
+                       desc=f"train {heads} heads" if heads else f"train member {member}")
     try:
         for epoch in bar:
             model.train()
@@ -184,7 +222,7 @@ def _fit(train, valid, species, settings, log_path, progress, member, ctx, **mod
             sse, count = 0.0, 0
             for k in range(0, len(order), settings.batch_size):
                 optimiser.zero_grad(set_to_none=True)
-                s, c = _step(trained, train, order[k:k + settings.batch_size], dtype, ctx)
+                s, c = _step(trained, train, order[k:k + settings.batch_size], dtype, ctx, weights)
                 optimiser.step()
                 sse, count = sse + s, count + c
             model.eval()
@@ -224,23 +262,73 @@ def split(n: int, fraction: float, seed: int) -> tuple[list[int], list[int]]:
     return sorted(order[n_valid:].tolist()), sorted(order[:n_valid].tolist())
 
 
+#: the estimator stored as ``uncertainty_scale`` (see :func:`calibrate`): "q68", robust for any committee size
+#: (err/σ is Student-t-like with N − 1 degrees of freedom, so mean_z2 diverges for N ≤ 3: s ≈ 1500 measured at
+#: N = 2) and the closest to Gaussian coverage on unseen water frames (benchmarks/committee_kinds.py: 67 % / 89 %
+#: of the components within sσ / 2sσ at N = 4, for both kinds)
+CALIBRATION = "q68"
+
+
+def calibrate(members, items: list[LabelledFrame], dtype: torch.dtype, batch_size: int = 4) -> dict:
+    """Fit the committee's uncertainty scale s on labelled (validation) frames.
+
+    With err = label − committee mean and σ = the committee's unbiased std (both e, per labelled atom and
+    Cartesian component) and z = |err|/σ, five dimensionless estimators are returned: "mean_z2": s² = mean z²;
+    "rms_ratio": s² = mean(err²)/mean(σ²); "median": s = median(z)/0.6745 (Gaussian-consistent); "q68": the
+    68.27 % quantile of z (|err| ≤ sσ for 68.27 % of the components); "q95": half the 95.45 % quantile of z
+    (|err| ≤ 2sσ for 95.45 %).
+    ``uncertainty_scale`` is the one named by :data:`CALIBRATION`. Also: the validation RMSE (e) of the
+    committee mean and of every member."""
+    errs, sigmas, member_sse = [], [], 0.0
+    with torch.no_grad():
+        for k in range(0, len(items), batch_size):
+            chunk = items[k:k + batch_size]
+            batch = collate([it.graph for it in chunk], dtype=dtype)
+            charge = torch.tensor([it.charge for it in chunk], dtype=dtype)
+            pred = run_committee(members, batch, charge).double()
+            mask = torch.cat([it.mask for it in chunk])
+            target = torch.cat([it.apt for it in chunk])[mask]
+            errs.append((target - pred.mean(0)[mask]).flatten())
+            sigmas.append(pred.std(0, unbiased=True)[mask].flatten())
+            member_sse = member_sse + (pred[:, mask] - target).pow(2).flatten(1).sum(1)
+    err, sigma = torch.cat(errs), torch.cat(sigmas).clamp_min(1e-12)
+    z = (err / sigma).abs().numpy()
+    scales = {"mean_z2": float(np.sqrt(np.mean(z**2))),
+              "rms_ratio": float((err.pow(2).mean() / sigma.pow(2).mean()).sqrt()),
+              "median": float(np.median(z) / 0.6745),
+              "q68": float(np.quantile(z, 0.6827)), "q95": float(np.quantile(z, 0.9545) / 2)}
+    return {"uncertainty_scale": scales[CALIBRATION], "method": CALIBRATION, "scales": scales,
+            "n_components": len(err), "valid_rmse_mean_e": float(err.pow(2).mean().sqrt()),
+            "valid_rmse_members_e": [math.sqrt(float(x) / len(err)) for x in member_sse]}
+
+
 def train_committee(frames: list[Atoms], valid_frames: list[Atoms] | None, output: str | Path,
                     settings: TrainSettings, committee: int = 1, log_path: str | Path | None = None,
                     progress: bool = True, source: str = "training data", valid_source: str = "validation data",
-                    description: str = "", ctx: Context = SERIAL, **model_kwargs) -> list[dict]:
-    """Train ``committee`` members (seed + k; own seeded split when no validation set) and save them.
+                    description: str = "", ctx: Context = SERIAL, kind: str = DEFAULT_COMMITTEE_KIND,
+                    **model_kwargs) -> list[dict]:
+    """Train a committee of ``committee`` members and save it; returns one metrics dict per trained network.
 
-    Distributed (``ctx`` with several ranks): one member is trained data-parallel by all ranks; several
-    members are spread over the ranks (member k on rank k mod world, each as in one process) and rank 0
+    ``kind`` "full": independent networks (seed + k; each its own seeded split when there is no validation
+    set). "heads": one shared trunk with ``committee`` readout heads, trained as one network (its metrics
+    dict has ``kind`` "heads" and ``members``). One member is always a plain network. With validation
+    frames and several members, :func:`calibrate` stores ``uncertainty_scale`` in the training metadata
+    (else 1.0).
+
+    Distributed (``ctx`` with several ranks): one network is trained data-parallel by all ranks; several
+    "full" members are spread over the ranks (member k on rank k mod world, each as in one process) and rank 0
     collects and saves them. Only rank 0 writes files; every rank returns the metrics.
     """
+    if kind not in COMMITTEE_KINDS:
+        raise InputError(f"unknown committee kind {kind!r} ({', '.join(COMMITTEE_KINDS)})")
+    heads = committee if kind == "heads" and committee > 1 else 0
     species = sorted({int(z) for atoms in frames for z in atoms.numbers})
     cutoff = model_kwargs.get("cutoff", ModelConfig.cutoff)
     items = prepare(frames, species, cutoff, source)
     valid_items = prepare(valid_frames, species, cutoff, valid_source) if valid_frames else None
     members, metrics = [], []
-    spread = ctx.world > 1 and committee > 1
-    for k in range(committee):
+    spread = ctx.world > 1 and committee > 1 and not heads
+    for k in range(1 if heads else committee):
         if spread and k % ctx.world != ctx.rank:
             continue
         if valid_items is None:
@@ -250,10 +338,12 @@ def train_committee(frames: list[Atoms], valid_frames: list[Atoms] | None, outpu
             train_k, valid_k = items, valid_items
         log_k = None
         if log_path is not None:
-            log_k = Path(log_path) if committee == 1 else Path(log_path).with_suffix(f".member{k}.csv")
+            log_k = Path(log_path) if committee == 1 or heads else Path(log_path).with_suffix(f".member{k}.csv")
         model, info = fit(train_k, valid_k, species, settings, log_k, progress, member=k,
-                          ctx=SERIAL if spread else ctx, **model_kwargs)
-        members.append(model)
+                          ctx=SERIAL if spread else ctx, heads=heads, **model_kwargs)
+        if heads:
+            info.update(kind="heads", members=list(range(heads)))
+        members += model.members() if heads else [model]
         metrics.append(info)
     if spread:  # collect every member on rank 0, in member order
         gathered = gather_objects(ctx, [(info["member"], m.config, m.state_dict(), info)
@@ -269,6 +359,10 @@ def train_committee(frames: list[Atoms], valid_frames: list[Atoms] | None, outpu
     elif not ctx.is_main:
         return metrics
     training = {"description": description, "settings": asdict(settings), "members": metrics,
-                "data_sha256": data_hash(frames), "n_frames": len(frames), "aptnn_version": __version__}
+                "data_sha256": data_hash(frames), "n_frames": len(frames), "aptnn_version": __version__,
+                "committee_kind": "heads" if heads else "full", "uncertainty_scale": 1.0}
+    if valid_items is not None and len(members) > 1:
+        calibration = calibrate(members, valid_items, getattr(torch, settings.dtype))
+        training.update(uncertainty_scale=calibration.pop("uncertainty_scale"), calibration=calibration)
     save_checkpoint(output, members, training)
     return metrics

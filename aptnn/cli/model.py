@@ -12,12 +12,12 @@ import click
 from aptnn.cli import options
 from aptnn.cli.errors import run_command
 from aptnn.cli.options import cell_list, set_threads
-from aptnn.defaults import DEFAULT_CHANNELS
+from aptnn.defaults import COMMITTEE_KINDS, DEFAULT_CHANNELS, DEFAULT_COMMITTEE_KIND
 
 
 def run_train(train_file, valid_file, output, epochs, max_time, lr, batch_size, patience, early_stopping,
-              valid_fraction, seed, committee, cutoff, channels, layers, lmax, no_sum_rule, float64, cell,
-              description, log_file, threads, quiet, distributed) -> None:
+              valid_fraction, seed, committee, committee_kind, cutoff, channels, layers, lmax, no_sum_rule,
+              float64, cell, description, log_file, threads, quiet, distributed) -> None:
     """``aptnn train``: train a committee on ``train_file`` and write the checkpoint ``output``."""
     from pathlib import Path
 
@@ -41,15 +41,23 @@ def run_train(train_file, valid_file, output, epochs, max_time, lr, batch_size, 
     try:
         metrics = train_committee(frames, valid, output, settings, committee, log, progress=not quiet,
                                   description=description, source=train_file,
-                                  valid_source=valid_file or train_file, ctx=ctx, cutoff=cutoff,
-                                  channels=channels, n_layers=layers, lmax=lmax, sum_rule=not no_sum_rule)
+                                  valid_source=valid_file or train_file, ctx=ctx, kind=committee_kind,
+                                  cutoff=cutoff, channels=channels, n_layers=layers, lmax=lmax,
+                                  sum_rule=not no_sum_rule)
     finally:
         dist.shutdown()
     if not ctx.is_main:
         return
     for m in metrics:
-        click.echo(f"member {m['member']}: best validation RMSE {m['valid_rmse_e']:.5f} e at epoch "
+        who = (f"heads 0…{len(m['members']) - 1} (shared trunk)" if m.get("kind") == "heads"
+               else f"member {m['member']}")
+        click.echo(f"{who}: best validation RMSE {m['valid_rmse_e']:.5f} e at epoch "
                    f"{m['best_epoch']} ({m['epochs_run']} epochs, {m['wall_s'] / 60:.1f} min)")
+    if committee > 1 and valid_file:
+        from aptnn.model.checkpoint import read_committee
+
+        click.echo(f"committee std calibration on {valid_file}: uncertainty_scale "
+                   f"{read_committee(output)['uncertainty_scale']:.3f}")
     click.echo(f"wrote {output} and learning curve {log}")
 
 
@@ -73,6 +81,11 @@ def run_train(train_file, valid_file, output, epochs, max_time, lr, batch_size, 
 @click.option("--seed", default=0, show_default=True, help="Seeds torch and numpy (member k uses seed+k).")
 @click.option("--committee", default=1, show_default=True, type=click.IntRange(1, 64),
               help="Number of committee members to train.")
+@click.option("--committee-kind", type=click.Choice(COMMITTEE_KINDS), default=DEFAULT_COMMITTEE_KIND,
+              show_default=True,
+              help="full: independent networks (N× the cost per frame); heads: one shared trunk with N readout "
+                   "heads (about the cost of one network). With --valid, the committee std's calibration "
+                   "factor is stored as uncertainty_scale.")
 @click.option("--cutoff", default=6.0, show_default=True, type=click.FloatRange(0, 20, min_open=True),
               help="Neighbour cutoff in Å.")
 @click.option("--channels", default=DEFAULT_CHANNELS, show_default=True, type=click.IntRange(1, 512),
@@ -111,7 +124,9 @@ def run_predict(model, input_file, output, batch_size, float64, cell, threads, q
 @click.command()
 @click.argument("model")
 @click.argument("input_file", type=click.Path(exists=True, dir_okay=False))
-@click.option("-o", "--output", required=True, help="extxyz to write, with per-atom `apt` (and `apt_std`), e.")
+@click.option("-o", "--output", required=True,
+              help="extxyz to write, with per-atom `apt` (and `apt_std`, the raw committee std: multiply by the "
+                   "model's uncertainty_scale for calibrated error bars), e.")
 @options.evaluation()
 def predict(**kwargs):
     """Predict APTs with MODEL (a checkpoint or a shipped model name, e.g. water-rpbe-d3) for INPUT_FILE."""
@@ -162,11 +177,14 @@ def evaluate(**kwargs):
 def run_models() -> None:
     """``aptnn models``: one line per model shipped inside the package."""
     from aptnn.model.checkpoint import load_checkpoint, shipped_models
+    from aptnn.model.network import HeadMember
 
     for name in shipped_models():
         members, training = load_checkpoint(name)
         cfg = members[0].config
-        click.echo(f"{name}: species {cfg.species}, cutoff {cfg.cutoff} Å, {len(members)} member(s), "
+        kind = "heads" if isinstance(members[0], HeadMember) else "full"
+        click.echo(f"{name}: species {cfg.species}, cutoff {cfg.cutoff} Å, {len(members)} member(s)"
+                   f"{f' ({kind})' if len(members) > 1 else ''}, "
                    f"{training.get('description', '')}")
 
 

@@ -3,11 +3,16 @@
 Layout (a plain dict, loadable with ``torch.load(weights_only=True)``)::
 
     format          "aptnn-apt-model"
-    format_version  1
+    format_version  1 for committee kind "full", 2 for kind "heads" (older aptnn refuses those by version)
     aptnn_version   version string of the writer
+    committee_kind  "full" (independent networks) or "heads" (shared trunk, one readout head per member);
+                    absent in files written before aptnn had heads: read as "full"
     config          JSON of ModelConfig (species, cutoff Å, irreps sizes, normalisation in e, units)
-    training        JSON with the training settings, data hash, and final metrics (RMSE in e)
-    members         list of state dicts (one per committee member)
+    training        JSON with the training settings, data hash, final metrics (RMSE in e) and
+                    ``uncertainty_scale`` (dimensionless factor for the committee std; absent: 1.0)
+    members         list of state dicts, one per committee member: a whole network ("full") or one head's
+                    readout and de-normalisation buffers ("heads")
+    trunk           "heads" only: state dict of the shared embedding and message-passing layers
 """
 from __future__ import annotations
 
@@ -20,11 +25,14 @@ from pathlib import Path
 import torch
 
 from aptnn._version import __version__
+from aptnn.defaults import COMMITTEE_KINDS
 from aptnn.errors import CheckpointError, OutputError
-from aptnn.model.network import APTNetwork, ModelConfig
+from aptnn.model.network import APTNetwork, HeadMember, HeadsNetwork, ModelConfig
 
 FORMAT = "aptnn-apt-model"
 FORMAT_VERSION = 1
+#: format version written for each committee kind (a reader accepts all of them)
+KIND_VERSIONS = {"full": 1, "heads": 2}
 SHIPPED_DIR = Path(__file__).resolve().parent.parent / "models"
 UNITS = {"length": "angstrom", "apt": "e", "convention": "P[xi,zeta] = dM_xi/dr_zeta, row-major"}
 
@@ -46,17 +54,45 @@ def resolve(name_or_path: str | os.PathLike) -> Path:
                           f"(shipped: {', '.join(shipped_models()) or 'none'})")
 
 
-def save_checkpoint(path: str | os.PathLike, members: list[APTNetwork], training: dict | None = None) -> None:
-    """Write all committee members and their shared config to ``path`` atomically."""
-    config = dict(members[0].config.to_dict(), units=UNITS)
+def _cpu(state: dict) -> dict:
+    return {k: v.detach().cpu() for k, v in state.items()}
+
+
+def committee_weights(members: list[APTNetwork] | list[HeadMember] | HeadsNetwork,
+                      ) -> tuple[str, dict | None, list[dict]]:
+    """(committee kind, shared trunk state dict or None, per-member state dicts) of a committee: a list of
+    independent networks ("full"), of :class:`HeadMember` views of one :class:`HeadsNetwork` ("heads"; the
+    views' heads are stored in list order), or that network itself."""
+    if isinstance(members, HeadsNetwork):
+        members = members.members()
+    heads = [isinstance(m, HeadMember) for m in members]
+    if not any(heads):
+        return "full", None, [_cpu(m.state_dict()) for m in members]
+    net = members[0].network
+    if not all(heads) or any(m.network is not net for m in members):
+        raise ValueError("a committee is either independent networks or heads of one shared network")
+    trunk = {k: v for k, v in _cpu(net.state_dict()).items() if not k.startswith("heads.")}
+    return "heads", trunk, [_cpu(net.heads[m.index].state_dict()) for m in members]
+
+
+def save_checkpoint(path: str | os.PathLike, members: list[APTNetwork] | list[HeadMember] | HeadsNetwork,
+                    training: dict | None = None) -> None:
+    """Write all committee members (either kind, see :func:`committee_weights`) and their shared config to
+    ``path`` atomically."""
+    kind, trunk, states = committee_weights(members)
+    cfg = members.config if isinstance(members, HeadsNetwork) else members[0].config
+    config = dict(cfg.to_dict(), units=UNITS)
     payload = {
         "format": FORMAT,
-        "format_version": FORMAT_VERSION,
+        "format_version": KIND_VERSIONS[kind],
         "aptnn_version": __version__,
+        "committee_kind": kind,
         "config": json.dumps(config),
         "training": json.dumps(training or {}),
-        "members": [{k: v.detach().cpu() for k, v in m.state_dict().items()} for m in members],
+        "members": states,
     }
+    if trunk is not None:
+        payload["trunk"] = trunk
     path = Path(path)
     tmp = path.with_name(path.name + ".part")
     try:
@@ -122,14 +158,19 @@ def check_config(config: object, where: str) -> ModelConfig:
     return ModelConfig(**config)
 
 
-def _check_state(state: object, cfg: ModelConfig, where: str) -> None:
+def _check_state(state: object, cfg: ModelConfig, where: str, trunk: bool = True, head: bool = True) -> None:
     """Shapes that follow from the config, checked before any network is built (a config that claims large
-    sizes with small tensors is refused here)."""
+    sizes with small tensors is refused here). ``trunk``/``head``: which parts ``state`` should hold (a full
+    member both, a "heads" checkpoint's trunk and heads one each)."""
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{where}: weights are not a dict of tensors")
-    expected = {"embedding.weight": (cfg.channels, len(cfg.species)), "radial_basis.freq": (cfg.n_radial,),
-                "iso_mean": (len(cfg.species),), "component_scale": (9,)}
-    expected.update({f"layers.{k}.radial.0.weight": (cfg.radial_hidden, cfg.n_radial) for k in range(cfg.n_layers)})
+    expected = {}
+    if trunk:
+        expected.update({"embedding.weight": (cfg.channels, len(cfg.species)), "radial_basis.freq": (cfg.n_radial,)})
+        expected.update({f"layers.{k}.radial.0.weight": (cfg.radial_hidden, cfg.n_radial)
+                         for k in range(cfg.n_layers)})
+    if head:
+        expected.update({"iso_mean": (len(cfg.species),), "component_scale": (9,)})
     for key, shape in expected.items():
         if key not in state:
             raise CheckpointError(f"{where}: weights lack {key} (config: {cfg.n_layers} layers)")
@@ -145,29 +186,50 @@ def read_config(name_or_path: str | os.PathLike) -> ModelConfig:
     return _read_payload(resolve(name_or_path))[1]
 
 
+def read_committee(name_or_path: str | os.PathLike) -> dict:
+    """``{"kind", "n_members", "uncertainty_scale"}`` of a checked checkpoint, without building the networks
+    (:func:`aptnn.model.fingerprint.stored_committee` reads the same without torch)."""
+    payload, _, training = _read_payload(resolve(name_or_path))
+    return {"kind": payload.get("committee_kind", "full"), "n_members": len(payload["members"]),
+            "uncertainty_scale": float(training.get("uncertainty_scale", 1.0))}
+
+
 def load_checkpoint(name_or_path: str | os.PathLike, dtype: torch.dtype = torch.float32,
-                    device: str = "cpu") -> tuple[list[APTNetwork], dict]:
-    """Load a checkpoint; returns (members in eval mode, training info). Foreign, damaged or inconsistent
-    files are refused with a :class:`CheckpointError` before any network is built."""
+                    device: str = "cpu") -> tuple[list[APTNetwork] | list[HeadMember], dict]:
+    """Load a checkpoint; returns (members in eval mode, training info). Members: independent
+    :class:`APTNetwork` objects (kind "full") or :class:`HeadMember` views of one shared :class:`HeadsNetwork`
+    (kind "heads"). Foreign, damaged or inconsistent files are refused with a :class:`CheckpointError` before
+    any network is built."""
     path = resolve(name_or_path)
     payload, cfg, training = _read_payload(path)
     states = payload["members"]
-    members = []
     previous = torch.get_default_dtype()
     try:
         torch.set_default_dtype(dtype)
+        if payload.get("committee_kind", "full") == "heads":
+            net = HeadsNetwork(cfg, len(states))
+            state = dict(payload["trunk"])
+            for k, head in enumerate(states):
+                state.update({f"heads.{k}.{key}": value for key, value in head.items()})
+            _load_state(net, state, f"{path}: heads")
+            return net.to(device=device, dtype=dtype).eval().members(), training
+        members = []
         for k, state in enumerate(states):
             net = APTNetwork(cfg)
-            try:
-                net.load_state_dict(state)
-            except RuntimeError as err:  # missing, unexpected or differently shaped tensors
-                lines = [ln.strip() for ln in str(err).splitlines()[1:] if ln.strip()] or [str(err)]
-                raise CheckpointError(f"{path}: member {k}: weights do not fit the config: {lines[0][:300]}"
-                                      + (f" (and {len(lines) - 1} more)" if len(lines) > 1 else "")) from None
+            _load_state(net, state, f"{path}: member {k}")
             members.append(net.to(device=device, dtype=dtype).eval())
     finally:
         torch.set_default_dtype(previous)
     return members, training
+
+
+def _load_state(net: torch.nn.Module, state: dict, where: str) -> None:
+    try:
+        net.load_state_dict(state)
+    except RuntimeError as err:  # missing, unexpected or differently shaped tensors
+        lines = [ln.strip() for ln in str(err).splitlines()[1:] if ln.strip()] or [str(err)]
+        raise CheckpointError(f"{where}: weights do not fit the config: {lines[0][:300]}"
+                              + (f" (and {len(lines) - 1} more)" if len(lines) > 1 else "")) from None
 
 
 def _read_payload(path: Path) -> tuple[dict, ModelConfig, dict]:
@@ -184,9 +246,14 @@ def _read_payload(path: Path) -> tuple[dict, ModelConfig, dict]:
                               if zipped else f"{path}: not an aptnn checkpoint ({text})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not an aptnn checkpoint (no '{FORMAT}' marker)")
-    if payload.get("format_version") != FORMAT_VERSION:
+    kind = payload.get("committee_kind", "full")
+    if payload.get("format_version") not in KIND_VERSIONS.values():
         raise CheckpointError(f"{path}: checkpoint format version {payload.get('format_version')} "
-                              f"is not supported by aptnn {__version__} (needs {FORMAT_VERSION})")
+                              f"is not supported by aptnn {__version__} (needs one of "
+                              f"{', '.join(map(str, sorted(set(KIND_VERSIONS.values()))))})")
+    if kind not in COMMITTEE_KINDS or payload["format_version"] != KIND_VERSIONS[kind]:
+        raise CheckpointError(f"{path}: committee kind {kind!r} with format version {payload['format_version']} "
+                              f"(known kinds: {', '.join(f'{k} = version {v}' for k, v in KIND_VERSIONS.items())})")
     texts = {}
     for key in ("config", "training"):
         try:
@@ -197,9 +264,16 @@ def _read_payload(path: Path) -> tuple[dict, ModelConfig, dict]:
     if isinstance(config, dict):
         config.pop("units", None)
     cfg = check_config(config, str(path))
+    training = texts["training"] if isinstance(texts["training"], dict) else {}
+    scale = training.get("uncertainty_scale", 1.0)
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0 < scale < math.inf:
+        raise CheckpointError(f"{path}: training uncertainty_scale = {scale!r} is not a positive finite number")
     states = payload.get("members")
     if not isinstance(states, list) or not 1 <= len(states) <= MAX_MEMBERS:
         raise CheckpointError(f"{path}: 'members' is not a list of 1…{MAX_MEMBERS} weight sets")
+    heads = kind == "heads"
+    if heads:
+        _check_state(payload.get("trunk"), cfg, f"{path}: trunk", head=False)
     for k, state in enumerate(states):
-        _check_state(state, cfg, f"{path}: member {k}")
-    return payload, cfg, texts["training"] if isinstance(texts["training"], dict) else {}
+        _check_state(state, cfg, f"{path}: member {k}", trunk=not heads)
+    return payload, cfg, training

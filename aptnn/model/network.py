@@ -6,6 +6,11 @@ neighbour features with spherical harmonics Y(r̂_ij), weighted per edge by a ra
 with a smooth polynomial cutoff; summed over neighbours; linear mixing + self-connection; gated
 nonlinearity] → linear readout to 1x0e+1x1e+1x2e per atom → de-normalisation → 3×3 tensor P[ξ,ζ] in e →
 optional acoustic sum rule Σ_i P_i = Q·I.
+
+Committees come in two kinds: "full" (independent :class:`APTNetwork` members, cost N× per frame) and
+"heads" (:class:`HeadsNetwork`: one shared :class:`Trunk` with N readout heads, each with its own linear
+readout, de-normalisation and sum rule; one trunk evaluation per frame). Every head is exactly equivariant
+and obeys the sum rule on its own. :func:`run_committee` evaluates a committee of either kind.
 """
 from __future__ import annotations
 
@@ -109,31 +114,23 @@ class Interaction(torch.nn.Module):
         return self.gate(self.linear(summed * self.norm) + self.self_linear(h))
 
 
-class APTNetwork(torch.nn.Module):
-    """Frame graph → per-atom APTs P[i, ξ, ζ] = ∂M_ξ/∂r_iζ in e, shape (N, 3, 3)."""
+class Trunk(torch.nn.Module):
+    """Species embedding + message-passing layers: frame graph → per-atom hidden features (no readout)."""
 
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config
-        n_species = len(config.species)
         hidden = config.hidden_irreps()
         self.irreps_sh = o3.Irreps.spherical_harmonics(config.lmax)
-        embed = o3.Irreps(f"{config.channels}x0e")
-        self.embedding = torch.nn.Linear(n_species, config.channels, bias=False)
+        self.embedding = torch.nn.Linear(len(config.species), config.channels, bias=False)
         self.radial_basis = RadialBasis(config.cutoff, config.n_radial, config.envelope_power)
-        layers, irreps = [], embed
+        layers, irreps = [], o3.Irreps(f"{config.channels}x0e")
         for k in range(config.n_layers):
             layer = Interaction(irreps, self.irreps_sh, hidden, config.n_radial, config.radial_hidden,
                                 config.avg_neighbours, last=k == config.n_layers - 1)
             layers.append(layer)
             irreps = layer.irreps_out
         self.layers = torch.nn.ModuleList(layers)
-        self.readout = o3.Linear(irreps, IRREPS_APT)
-        iso = config.iso_mean or [0.0] * n_species
-        self.register_buffer("iso_mean", torch.tensor(iso, dtype=torch.get_default_dtype()))
-        scale = torch.tensor(config.irrep_scale, dtype=torch.get_default_dtype())
-        self.register_buffer("component_scale", scale.repeat_interleave(torch.tensor([1, 3, 5])))
-        self.register_buffer("q", change_of_basis(torch.get_default_dtype()))
 
     def features(self, batch: Batch) -> torch.Tensor:
         """Per-atom hidden features after the last layer (irreps of ``self.layers[-1].irreps_out``)."""
@@ -152,13 +149,107 @@ class APTNetwork(torch.nn.Module):
         irreps = self.layers[-1].irreps_out
         return torch.cat([h[:, sl] for sl, (_, ir) in zip(irreps.slices(), irreps) if ir == o3.Irrep("0e")], dim=1)
 
+
+def _init_readout(module: torch.nn.Module, irreps_in: o3.Irreps, config: ModelConfig) -> None:
+    """Give ``module`` a readout: ``readout`` (linear to 1x0e+1x1e+1x2e) and the de-normalisation buffers
+    ``iso_mean`` (per species, e), ``component_scale`` (9, e) and ``q`` (change of basis)."""
+    module.readout = o3.Linear(irreps_in, IRREPS_APT)
+    iso = config.iso_mean or [0.0] * len(config.species)
+    module.register_buffer("iso_mean", torch.tensor(iso, dtype=torch.get_default_dtype()))
+    scale = torch.tensor(config.irrep_scale, dtype=torch.get_default_dtype())
+    module.register_buffer("component_scale", scale.repeat_interleave(torch.tensor([1, 3, 5])))
+    module.register_buffer("q", change_of_basis(torch.get_default_dtype()))
+
+
+def _readout_irreducible(module: torch.nn.Module, h: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
+    """(N, 9) irreducible APT components (0e | 1e | 2e) in e from hidden features ``h``, before the sum rule."""
+    y = module.readout(h) * module.component_scale
+    return torch.cat([y[:, :1] + module.iso_mean[species, None], y[:, 1:]], dim=1)
+
+
+def _readout_apt(module: torch.nn.Module, h: torch.Tensor, batch: Batch, sum_rule: bool,
+                 total_charge: torch.Tensor | float) -> torch.Tensor:
+    """(N, 3, 3) APTs in e from hidden features: readout, de-normalisation, Cartesian tensor, sum rule."""
+    p = to_cartesian(_readout_irreducible(module, h, batch.species), module.q)
+    return apply_sum_rule(p, batch.frame, batch.n_frames, total_charge) if sum_rule else p
+
+
+class APTNetwork(Trunk):
+    """Frame graph → per-atom APTs P[i, ξ, ζ] = ∂M_ξ/∂r_iζ in e, shape (N, 3, 3). One committee member of a
+    "full" committee (independent networks)."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__(config)
+        _init_readout(self, self.layers[-1].irreps_out, config)
+
     def irreducible(self, batch: Batch) -> torch.Tensor:
         """(N, 9) irreducible components (0e | 1e | 2e) of the APTs, in e, before the sum rule."""
-        y = self.readout(self.features(batch)) * self.component_scale
-        return torch.cat([y[:, :1] + self.iso_mean[batch.species, None], y[:, 1:]], dim=1)
+        return _readout_irreducible(self, self.features(batch), batch.species)
 
     def forward(self, batch: Batch, total_charge: torch.Tensor | float = 0.0) -> torch.Tensor:
-        p = to_cartesian(self.irreducible(batch), self.q)
-        if self.config.sum_rule:
-            p = apply_sum_rule(p, batch.frame, batch.n_frames, total_charge)
-        return p
+        return _readout_apt(self, self.features(batch), batch, self.config.sum_rule, total_charge)
+
+
+class Head(torch.nn.Module):
+    """One readout head of a :class:`HeadsNetwork`: its own linear readout, de-normalisation and sum rule."""
+
+    def __init__(self, irreps_in: o3.Irreps, config: ModelConfig):
+        super().__init__()
+        self.sum_rule = config.sum_rule
+        _init_readout(self, irreps_in, config)
+
+    def forward(self, h: torch.Tensor, batch: Batch, total_charge: torch.Tensor | float = 0.0) -> torch.Tensor:
+        """(N, 3, 3) APTs in e from the trunk's features ``h``."""
+        return _readout_apt(self, h, batch, self.sum_rule, total_charge)
+
+
+class HeadsNetwork(Trunk):
+    """A "heads" committee: one shared :class:`Trunk` and ``n_heads`` independent readout heads. Costs one
+    trunk evaluation per frame however many heads (the readouts are per-atom linear maps)."""
+
+    def __init__(self, config: ModelConfig, n_heads: int):
+        super().__init__(config)
+        self.heads = torch.nn.ModuleList(Head(self.layers[-1].irreps_out, config) for _ in range(n_heads))
+
+    def forward(self, batch: Batch, total_charge: torch.Tensor | float = 0.0) -> torch.Tensor:
+        """(n_heads, N, 3, 3) APTs in e, one per head, from one trunk evaluation."""
+        h = self.features(batch)
+        return torch.stack([head(h, batch, total_charge) for head in self.heads])
+
+    def members(self) -> list["HeadMember"]:
+        """One :class:`HeadMember` view per head (what a committee's ``members`` list holds)."""
+        return [HeadMember(self, k) for k in range(len(self.heads))]
+
+
+class HeadMember(torch.nn.Module):
+    """Member ``index`` of a :class:`HeadsNetwork` seen as a single network (``config``, ``forward``,
+    ``descriptors`` like :class:`APTNetwork`); its parameters are the shared network's. Calling members one
+    by one recomputes the trunk each time: use ``network.forward`` for all heads at once."""
+
+    def __init__(self, network: HeadsNetwork, index: int):
+        super().__init__()
+        self.network, self.index, self.config = network, index, network.config
+
+    def forward(self, batch: Batch, total_charge: torch.Tensor | float = 0.0) -> torch.Tensor:
+        """(N, 3, 3) APTs in e of this head."""
+        return self.network.heads[self.index](self.network.features(batch), batch, total_charge)
+
+    def descriptors(self, batch: Batch) -> torch.Tensor:
+        """The shared trunk's (N, C) invariant descriptors."""
+        return self.network.descriptors(batch)
+
+
+def run_committee(members: list[APTNetwork] | list[HeadMember], batch: Batch,
+                  total_charge: torch.Tensor | float = 0.0) -> torch.Tensor:
+    """(n_members, N, 3, 3) APTs in e of a committee of either kind, in member order; every distinct network
+    runs once (a :class:`HeadsNetwork` gives all its heads from one trunk evaluation)."""
+    shared: dict[int, torch.Tensor] = {}
+    out = []
+    for m in members:
+        if isinstance(m, HeadMember):
+            if id(m.network) not in shared:
+                shared[id(m.network)] = m.network(batch, total_charge)
+            out.append(shared[id(m.network)][m.index])
+        else:
+            out.append(m(batch, total_charge))
+    return torch.stack(out)
