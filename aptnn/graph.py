@@ -62,6 +62,7 @@ def species_indices(atoms: Atoms, species: list[int], source: str | None = None,
 
 MAX_DENSITY = 1.0          # atoms/Å³: five times diamond's; denser cells are wrong units or a wrong cell
 MIN_DISTANCE = 0.1         # Å: closer atoms are the same atom twice (the APT is undefined there)
+GEOMETRY_CHECK_CUTOFF = 1.0   # Å: neighbour-list cutoff of check_geometry (any value ≥ MIN_DISTANCE is exact)
 NEIGHBOUR_BYTES = 64       # memory per neighbour pair of the list alone (indices, shifts, vectors)
 
 
@@ -121,9 +122,10 @@ def check_geometry(atoms: Atoms, source: str | None = None, frame: int | None = 
     """The checks of :func:`frame_graph` that need no model, for frames whose APTs are interpolated rather than
     evaluated: an absurdly dense cell, and atoms closer than :data:`MIN_DISTANCE` Å."""
     check_neighbour_budget(atoms, MIN_DISTANCE, source, frame)
-    i, j, vectors = neighbour_list(atoms, MIN_DISTANCE)
-    if len(vectors):
-        lengths = np.linalg.norm(vectors, axis=1)
+    # a 1 Å list holds few pairs (bonds) and its cell grid stays coarse: ~20× faster than one of 0.1 Å
+    i, j, vectors = neighbour_list(atoms, GEOMETRY_CHECK_CUTOFF)
+    lengths = np.linalg.norm(vectors, axis=1) if len(vectors) else np.zeros(0)
+    if len(lengths) and lengths.min() < MIN_DISTANCE:
         k = int(np.argmin(lengths))
         raise InputError(f"atoms {i[k]} and {j[k]} are {lengths[k]:.3g} Å apart (closer than "
                          f"{MIN_DISTANCE} Å: the same atom twice?)", source, frame)

@@ -7,7 +7,8 @@ evaluation interval X = K·Δt (fs) of `--apt-every-fs`.
     192 atoms), Langevin equilibration (``--equil-ps``) then NVE of the same physical length (``--length-ps``,
     default 2 ps) at each MD time step Δt = 0.25, 0.5, 1 fs, positions and velocities dumped at every step
     (real units). Each dump goes through `aptnn-post` with the shipped model ``water-rpbe-d3`` for
-    K = 1, 2, 4, 8 (``--apt-every K``; K = 1 explicitly, since the default interpolates), one torch thread, at
+    K = 1, 2, 4, 8 and K = X/Δt for ``--extra-x`` (default X = 3 fs) (``--apt-every K``; K = 1 explicitly,
+    since the default interpolates), one torch thread, at
     ``nice`` 10; then `aptnn spectrum` with the same settings for every stream (``--max-lag`` fs, Hann window,
     harmonic QCF, ``--temperature`` K, no decomposition).
 (b) A water cluster with a reference dipole at every step (GFN2-xTB MD, 0.5 fs, H5MD with
@@ -38,8 +39,9 @@ Recommendation: the largest X such that every time step's K = floor(X/Δt) measu
 Everything is written under ``--workdir`` (MD dumps, streams, spectra, ``results.json``); a rerun reuses
 finished MD dumps (``.done`` markers) and, with ``--reuse``, finished aptnn-post runs and their timings.
 ``--quick``: 0.4 ps, Δt = 0.5 and 1 fs, K = 1 and 4, the first 2000 cluster frames, 100 frames for (c).
-Cost of the default run (2 ps of 64 waters at each Δt, 2 ps of the (H2O)16 cluster with the 8-member committee
-of /work/calib, 8 × 400 frames of 384-atom water): ~35 CPU-minutes on one thread.
+Cost of the default run, measured (2 ps of 64 waters at each Δt: 29 CPU-min; 2 ps of the (H2O)16 cluster with the
+8-member committee of /work/calib: 6 CPU-min; 8 × 400 frames of 384-atom water: 3 CPU-min; LAMMPS ~3 min):
+~40 CPU-minutes on one thread. ``--quick``: ~5 CPU-minutes.
 """
 from __future__ import annotations
 
@@ -607,8 +609,8 @@ def main() -> None:
             t = run_post(dump, out, every=None if use_fs else k, every_fs=x if use_fs else None, timestep=0.5,
                          units="real", model="water-rpbe-d3", threads=args.threads, nice=args.nice, mode=mode)
             s = read_stream(out)
-            runs.append(dict(label=label, K=k, rep=rep, frames=len(s["time"]), apt_every_attr=s["attrs"].get("apt_every"),
-                             **t))
+            runs.append(dict(label=label, K=k, rep=rep, frames=len(s["time"]),
+                             apt_every_attr=s["attrs"].get("apt_every"), **t))
         results["fps"] = runs
         results_file.write_text(json.dumps(results, indent=1, default=str))
         frames = runs[0]["frames"]
