@@ -301,7 +301,7 @@ def _stream(steps, sources, series, compute, label, model_label, output, setting
                 if stored and settings.progress:
                     print(f"aptnn-post: {output} holds {stored} frames: resuming at frame {start + stored} "
                           "(the first and last stored frames are checked against the input)", file=sys.stderr)
-            if writer is not None and len(buffer) >= settings.batch_size:
+            if writer is not None and len(buffer) >= settings.batch_size * evaluator.every:  # batch_size nodes
                 _flush(writer, compute, evaluator, buffer, stored, index, bar, source.path, start, stop)
                 buffer = []
         if writer is None:
