@@ -215,7 +215,8 @@ def test_restart_continues_the_stream_at_the_restart_step(tmp_path, monkeypatch,
     apt = start_aptnn(run, address, ["-o", "run.h5", *args])
     out = run / "run.h5"
     try:
-        assert wait_until(lambda: out.exists() and n_frames(out) >= 90, run)
+        # K > 1: the worker keeps up easily and rows lag up to 3K steps: stop earlier, before i-PI ends its run
+        assert wait_until(lambda: out.exists() and n_frames(out) >= (90 if every == 1 else 50), run)
         server.send_signal(signal.SIGTERM)  # i-PI writes RESTART at its last safe step and tells clients EXIT
         finish([server, lammps, apt], 120, run)
     finally:
@@ -243,7 +244,8 @@ def test_restart_continues_the_stream_at_the_restart_step(tmp_path, monkeypatch,
         assert np.abs(d - dr).max() < 1e-4 * np.abs(dr).max()
     else:
         assert seam_err < 2e-2          # interpolation error, in the rows after the restart only
-        outside = np.r_[0:restart, restart + 3 * every + 1:len(t)]
+        # rows of the ≤ 3K steps before the stop (written at SIGTERM, one-sided) and after the restart
+        outside = np.r_[0:max(0, min(restart, before) - 3 * every), restart + 3 * every + 1:len(t)]
         assert np.abs(d[outside] - dr[outside]).max() < 1e-4 * np.abs(dr).max()
 
 
