@@ -21,8 +21,9 @@ Series, in this order: ``bead0``…``bead<P−1>`` (when per-bead series are wri
 a classical ``aptnn-post`` run), then ``group:<name>`` per atom group (summed over its atoms; of the centroid
 series), then, for a committee model of M ≥ 2 members, ``member0``…``member<M−1>``: each member's own centre
 series (its total, or for path integrals its centroid), the spread behind the spectrum's model band. All
-other series use the committee-mean APT. APT arrays then carry the members first: (M, B, N, 3, 3). Names accepted (aliases → canonical, with the producer's default base: velocity for aptnn-post,
-increment for aptnn-ipi)::
+other series use the committee-mean APT. APT arrays then carry the members first: (M, B, N, 3, 3). Names
+accepted (aliases → canonical, with the producer's default base: velocity for aptnn-post, increment for
+aptnn-ipi and aptnn-lammps)::
 
     aptnn-post --estimator centroid       →  velocity/centroid
     aptnn-post --estimator centroid-apt   →  velocity/apt-at-centroid   (was stored as velocity/centroid-apt)

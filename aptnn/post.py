@@ -18,7 +18,7 @@ import numpy as np
 from aptnn import estimators, units
 from aptnn.defaults import APT_INTERVAL_FS
 from aptnn.errors import InputError, OutputError
-from aptnn.estimators import StepEstimator, central_difference, committee_size, centroid, resolve, species_groups
+from aptnn.estimators import StepEstimator, central_difference, centroid, committee_size, resolve, species_groups
 from aptnn.graph import check_geometry, species_indices
 from aptnn.interpolation import INTERPOLATION, NodeEvaluator, every_from
 from aptnn.io.stream import CHECK_SIZE, frame_check, read_checks

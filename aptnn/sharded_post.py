@@ -18,10 +18,10 @@ from typing import Callable
 
 from aptnn.distributed import Context, broadcast_object, collect_errors, gather_objects
 from aptnn.errors import InputError, OutputError
+from aptnn.interpolation import every_from
 from aptnn.io.stream import is_stream_file, model_digest, n_frames, read_info
 from aptnn.io.stream_repair import merge_streams
 from aptnn.io.trajectory import FrameSource
-from aptnn.interpolation import every_from
 from aptnn.post import PostSettings, model_fingerprint, run
 
 

@@ -21,6 +21,7 @@ CHARGE = "e"
 APT = "e"
 DIPOLE = "e*angstrom"
 DIPOLE_DERIVATIVE = "e*angstrom/fs"
+VOLUME = "angstrom^3"
 
 #: 1 bohr in Å (CODATA 2014 via ASE).
 BOHR_TO_ANGSTROM: float = _ase.Bohr

@@ -5,6 +5,9 @@ Schema (format ``aptnn-dmdt``, version 1)::
     /dMdt    float64 (n_frames, n_series, 3)  e·Å/fs   chunked, resizable along frames; attr units
     /time    float64 (n_frames,)              fs       uniform spacing; attr units
     /series  strings (n_series,)                       e.g. total, bead0…, centroid, group:O, group:H
+    /volume  float64 (n_frames,)              Å³       optional (a changing cell, NPT): each frame's volume;
+                                                       then attr volume_source = frame-mean and readers use
+                                                       their mean as volume_A3
     root attrs: format, format_version, dt_fs, temperature_K, volume_A3 (absent: open boundaries),
                 natoms, estimator, model (name + sha256), source, aptnn_version
 
@@ -83,6 +86,10 @@ def read_info(path: str | os.PathLike) -> StreamInfo:
             n = complete_frames(f)
             if n:  # the mean over the whole run, not the first frame's value
                 info.temperature_K = float(np.mean(f["kinetic_temperature"][:n]))
+        if attrs.get("volume_source") == "frame-mean" and "volume" in f:
+            n = complete_frames(f)
+            if n:  # a changing cell (NPT): the mean volume of the frames written
+                info.volume_A3 = float(np.nanmean(f["volume"][:n]))
     return info
 
 
@@ -110,7 +117,7 @@ def complete_frames(f: h5py.File) -> int:
     """Frames that both ``dMdt`` and ``time`` (and ``check``) hold, and that a flush confirmed on disk
     (dataset ``flushed``, written by aptnn after each successful flush; absent in other programs' files)."""
     n = min(f["dMdt"].shape[0], f["time"].shape[0])
-    for name in ("check", "kinetic_temperature"):
+    for name in ("check", "kinetic_temperature", "volume"):
         if name in f:
             n = min(n, f[name].shape[0])
     if "flushed" in f:

@@ -15,7 +15,7 @@ from aptnn.io.lock import OutputLock
 from aptnn.io.stream import complete_frames, model_digest, n_frames, read_info
 
 # datasets with one row per frame; the rest is copied as is
-FRAME_DATASETS = ("dMdt", "time", "check", "kinetic_temperature")
+FRAME_DATASETS = ("dMdt", "time", "check", "kinetic_temperature", "volume")
 
 
 def _copy_layout(src: h5py.File, dst: h5py.File, total: int) -> None:

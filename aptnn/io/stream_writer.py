@@ -56,13 +56,13 @@ class StreamWriter:
                  estimator: str | None = None, model: str | None = None, source: str | None = None,
                  resume: bool = False, overwrite: bool = False, flush_every: float | None = None, chunk: int = 4096,
                  state: dict[str, tuple[int, ...]] | None = None, checks: int = 0, kinetic: bool = False,
-                 **extra):
+                 volumes: bool = False, **extra):
         self.path = str(path)
         self.series = list(series)
         if flush_every is None:  # seconds; APTNN_FLUSH_SECONDS overrides the default of 5
             flush_every = float(os.environ.get("APTNN_FLUSH_SECONDS", 5.0))
         self.flush_every = flush_every
-        self.checks, self.kinetic = checks, kinetic
+        self.checks, self.kinetic, self.volumes = checks, kinetic, volumes
         self.file = None
         self.created = False
         self._broken = False
@@ -103,6 +103,11 @@ class StreamWriter:
             k = f.create_dataset("kinetic_temperature", shape=(0,), maxshape=(None,), dtype="f8", chunks=(chunk,))
             k.attrs["units"] = "K"
             k.attrs["meaning"] = "equipartition temperature of each frame's velocities (beads: divided by P)"
+        if self.volumes:
+            v = f.create_dataset("volume", shape=(0,), maxshape=(None,), dtype="f8", chunks=(chunk,))
+            v.attrs["units"] = units.VOLUME
+            v.attrs["meaning"] = "cell volume of each frame (a changing cell: NPT); volume_A3 is their mean"
+            extra = dict(extra, volume_source="frame-mean")
         f.create_dataset("series", data=np.array(self.series, dtype=h5py.string_dtype()))
         for name, shape in (state or {}).items():  # producer state for restarts, overwritten in place
             f.create_dataset(f"state/{name}", shape=shape, dtype="f8", fillvalue=np.nan)
@@ -123,6 +128,7 @@ class StreamWriter:
         self._dmdt, self._time, self._flushed = f["dMdt"], f["time"], f.get("flushed")
         self._check = f.get("check")
         self._kinetic = f.get("kinetic_temperature")
+        self._volume = f.get("volume")
 
     def _open_existing(self, dt_fs, source, model, extra=None):
         info = read_info(self.path)
@@ -172,7 +178,7 @@ class StreamWriter:
             self.flush()
 
     def _resize(self, n: int) -> None:
-        for d in (self._dmdt, self._time, self._check, self._kinetic):
+        for d in (self._dmdt, self._time, self._check, self._kinetic, self._volume):
             if d is not None:
                 d.resize(n, axis=0)
 
@@ -213,9 +219,9 @@ class StreamWriter:
                               f"{MIN_FREE_BYTES / 2**20:.0f} MiB); the file keeps {self._flushed_n} frame(s) and a "
                               "rerun continues it once there is space", self.path)
 
-    def append(self, time_fs, dmdt, check=None, kinetic_K=None) -> None:
+    def append(self, time_fs, dmdt, check=None, kinetic_K=None, volume_A3=None) -> None:
         """Append frames: ``time_fs`` (n,) in fs, ``dmdt`` (n, n_series, 3) in e·Å/fs, ``check`` (n, K) Å,
-        ``kinetic_K`` (n,) K (streams made with ``kinetic=True``)."""
+        ``kinetic_K`` (n,) K (streams made with ``kinetic=True``), ``volume_A3`` (n,) Å³ (``volumes=True``)."""
         time_fs = np.atleast_1d(np.asarray(time_fs, dtype=np.float64))
         dmdt = np.asarray(dmdt, dtype=np.float64).reshape(len(time_fs), len(self.series), 3)
         if self.checks:
@@ -231,6 +237,8 @@ class StreamWriter:
                 self._check[n0:n1] = check
             if self._kinetic is not None:
                 self._kinetic[n0:n1] = np.full(len(time_fs), np.nan) if kinetic_K is None else kinetic_K
+            if self._volume is not None:
+                self._volume[n0:n1] = np.full(len(time_fs), np.nan) if volume_A3 is None else volume_A3
         self.n_frames = n1
         if _time.monotonic() - self._last_flush >= self.flush_every:
             self.flush()

@@ -45,6 +45,11 @@ class ClientSettings:
     model_label: str = ""
     apt_every: int | None = None        # the network every K steps, APTs interpolated between (None: from …_fs)
     apt_every_fs: float | None = None   # … at least every this many fs (both None: every step)
+    engine: str = "i-PI"                # the MD engine, in messages
+    centre: str = "centroid"            # the name of the centre series ("total" for classical MD engines)
+    source: str | None = None           # the stream's source attribute (default: i-PI <address>)
+    record_volume: bool = False         # a changing cell (NPT): /volume per row, volume_A3 their mean
+    record_temperature: bool = False    # steps carry the kinetic temperature (K): /kinetic_temperature per row
 
 
 class StepProcessor:
@@ -80,7 +85,7 @@ class StepProcessor:
             raise ClientError("the time step is unknown: give --dt (fs), --ipi-input, or dt in <parameters>")
         members = committee_size(self.predictor)
         estimator = StepEstimator(s.estimator, s.nbeads, s.dt_fs, s.groups, default_base="increment",
-                                  members=members)
+                                  members=members, centre=s.centre)
         if s.contracted:  # i-PI sends the centroid alone
             estimator = StepEstimator(f"{estimator.base}/apt-at-centroid", s.nbeads, s.dt_fs, s.groups,
                                       members=members)
@@ -91,8 +96,10 @@ class StepProcessor:
     def consume(self, get) -> None:
         """Process items from ``get()`` until it returns None; the stream file is closed in any case.
 
-        Items are steps ``(step, positions, cell, apts)`` or :class:`ClientSettings`: the client's settings as
-        completed by i-PI's INIT parameters (a worker process holds a copy made before they arrived).
+        Items are steps ``(step, positions, cell, apts)`` (``apts`` None: evaluated here), with the kinetic
+        temperature (K) as a fifth element when ``record_temperature``, or :class:`ClientSettings`: the
+        client's settings as completed by i-PI's INIT parameters (a worker process holds a copy made before
+        they arrived).
         """
         try:
             while not self.aborted:
@@ -104,8 +111,8 @@ class StepProcessor:
                     continue
                 self._process(*item)
             if not self.aborted and self.evaluator is not None:  # the run ended: the steps held back
-                for step, (pos, cell, _, _), apt in self.evaluator.finish():
-                    self._emit(step, pos, cell, apt)
+                for step, (pos, cell, _, _, temperature), apt in self.evaluator.finish():
+                    self._emit(step, pos, cell, apt, temperature)
         finally:
             if self.writer is not None:
                 with self.protect():
@@ -120,7 +127,8 @@ class StepProcessor:
         t = time_fs / self.settings.dt_fs
         return int(round(t + 0.5)) if self.estimator.base != "velocity" else int(round(t)) + 1
 
-    def _process(self, step: int, positions: list[np.ndarray], cell: np.ndarray | None, apts) -> None:
+    def _process(self, step: int, positions: list[np.ndarray], cell: np.ndarray | None, apts,
+                 temperature_K: float | None = None) -> None:
         if self.estimator is None:
             self.estimator = self._make_estimator()
         pos = self.estimator.geometries(np.stack(positions), cell)
@@ -137,27 +145,31 @@ class StepProcessor:
             self.evaluator = NodeEvaluator(self.every, self._evaluate)
         if self.every > 1:  # interpolated steps never meet the model's checks
             for atoms in self._frames(positions, cell):
-                check_geometry(atoms, "i-PI", step)
-        for ready, (r, c, _, _), apt in self.evaluator.feed([(step, (pos, cell, positions, apts))]):
-            self._emit(ready, r, c, apt)
+                check_geometry(atoms, self.settings.engine, step)
+        payload = (pos, cell, positions, apts, temperature_K)
+        for ready, (r, c, _, _, temperature), apt in self.evaluator.feed([(step, payload)]):
+            self._emit(ready, r, c, apt, temperature)
 
     def _evaluate(self, payloads: list, step: int) -> list[np.ndarray]:
         """APTs (e) of steps (geometries, cell, positions to evaluate, APTs the client computed or None):
         (B, N, 3, 3), or (M, B, N, 3, 3) for a committee of M members."""
         out = []
-        for k, (_, cell, positions, apts) in enumerate(payloads):
+        engine = self.settings.engine
+        for k, (_, cell, positions, apts, _) in enumerate(payloads):
             if apts is not None:
                 out.append(np.stack(apts))
                 continue
             frames = self._frames(positions, cell)
             if self.estimator.members > 1:
-                out.append(np.stack(self.predictor.predict_members(frames, "i-PI", step + k), 1))
+                out.append(np.stack(self.predictor.predict_members(frames, engine, step + k), 1))
             else:
-                out.append(np.stack(self.predictor.predict_batch(frames, "i-PI", step + k)[0]))
+                out.append(np.stack(self.predictor.predict_batch(frames, engine, step + k)[0]))
         return out
 
-    def _emit(self, step: int, pos: np.ndarray, cell: np.ndarray | None, apt: np.ndarray) -> None:
-        """The estimator's row of step ``step`` (positions ``pos`` Å, APTs ``apt`` e) into the stream."""
+    def _emit(self, step: int, pos: np.ndarray, cell: np.ndarray | None, apt: np.ndarray,
+              temperature_K: float | None = None) -> None:
+        """The estimator's row of step ``step`` (positions ``pos`` Å, APTs ``apt`` e; the cell's volume and the
+        kinetic temperature ``temperature_K`` where the stream records them) into the stream."""
         out = self.estimator.update(step, pos, apt, cell)
         if out is None and self.writer is None:
             return
@@ -165,7 +177,9 @@ class StepProcessor:
             self._open(cell)
         with self.protect():
             if out is not None:
-                self.writer.append([out[0]], out[1][None], check=frame_check(pos)[None])
+                volume = [abs(np.linalg.det(cell))] if self.writer.volumes and cell is not None else None
+                self.writer.append([out[0]], out[1][None], check=frame_check(pos)[None], volume_A3=volume,
+                                   kinetic_K=None if temperature_K is None else [temperature_K])
                 self.steps_written += 1
             self._save_state()
 
@@ -201,14 +215,17 @@ class StepProcessor:
             state.update(ring_steps=(ring,), ring_positions=(ring, b, n, 3), ring_cells=(ring, 3, 3))
         self.writer = StreamWriter(s.output, self.estimator.series, dt_fs=s.dt_fs, temperature_K=s.temperature_K,
                                    volume_A3=volume, natoms=n, estimator=self.label,
-                                   model=s.model_label, source=f"i-PI {s.address}", resume=s.resume,
+                                   model=s.model_label, source=s.source or f"i-PI {s.address}", resume=s.resume,
                                    overwrite=not s.resume, nbeads=s.nbeads, state=state, checks=CHECK_SIZE,
+                                   volumes=s.record_volume and cell is not None, kinetic=s.record_temperature,
                                    **self._attributes())
 
     def _attributes(self) -> dict:
         """Stream attributes of the APT evaluation: K and the interpolation, the committee's calibration."""
         every = self.every
         extra = {"apt_every": every, "apt_interpolation": INTERPOLATION if every > 1 else "none"}
+        if self.settings.record_temperature and self.settings.temperature_K is None:
+            extra["temperature_source"] = "kinetic-mean"   # the spectrum uses the mean of /kinetic_temperature
         scale = getattr(self.predictor, "uncertainty_scale", None)
         if self.estimator.members > 1 and scale is not None:
             extra["uncertainty_scale"] = float(scale)

@@ -55,9 +55,9 @@ def continue_stream(proc, pos: np.ndarray, cell: np.ndarray | None) -> None:
     s, est = proc.settings, proc.estimator
     state = read_state(s.output)
     if "steps" not in state or np.isnan(state["steps"][-1]):
-        raise ClientError(f"{s.output}: exists but holds no i-PI client state to continue; use --overwrite")
+        raise ClientError(f"{s.output}: exists but holds no {s.engine} client state to continue; use --overwrite")
     if state["positions"].shape[1:] != pos.shape:
-        raise ClientError(f"{s.output}: stored beads/atoms {state['positions'].shape[1:3]} differ from i-PI's "
+        raise ClientError(f"{s.output}: stored beads/atoms {state['positions'].shape[1:3]} differ from {s.engine}'s "
                           f"{pos.shape[:2]}; use --overwrite or another output")
     info = read_info(s.output)
     if info.estimator is not None and canonical(info.estimator, "increment", s.nbeads) != proc.label:
@@ -87,10 +87,10 @@ def continue_stream(proc, pos: np.ndarray, cell: np.ndarray | None) -> None:
     if est.base == "velocity" and step > 0:
         if step - 1 not in stored:
             kept = sorted(stored)
-            raise ClientError(f"{s.output}: i-PI restarts at stream step {step}, but the velocity estimator needs "
-                              f"the positions of step {step - 1}, and the stream keeps only steps "
-                              f"{kept[0]}–{kept[-1]} (the last --queue + 2): restart i-PI from a later RESTART, "
-                              "use --estimator increment, or --overwrite")
+            raise ClientError(f"{s.output}: {s.engine} restarts at stream step {step}, but the velocity estimator "
+                              f"needs the positions of step {step - 1}, and the stream keeps only steps "
+                              f"{kept[0]}–{kept[-1]} (the last --queue + 2): restart {s.engine} from a later "
+                              "restart file, use --estimator increment, or --overwrite")
         r, c = stored[step - 1]
         est.history = [(step - 1, r, np.zeros(r.shape + (3,)), c)]
     proc.ring_last = step - 1
@@ -113,10 +113,10 @@ def _continue_after(proc, pos, state, stored, n: int, last: int, end_step: int |
         follows, found = jump < 0.1, f"{jump:.3g} Å from step {last}"
     rows = f"{n} rows (steps up to {end_step})" if n else "no rows"
     if not follows or not ((end_step == last) if n else last <= 1):
-        raise ClientError(f"{s.output}: cannot continue: i-PI's first positions match none of the stream's "
+        raise ClientError(f"{s.output}: cannot continue: {s.engine}'s first positions match none of the stream's "
                           f"{rows} and do not follow its last step {last} ({found}): the restart lies ahead of "
-                          "the stream (steps lost, e.g. aptnn-ipi was killed with a full queue) or belongs to "
-                          f"another run. Restart i-PI from a RESTART at or before step {last}, or use "
+                          "the stream (steps lost, e.g. the client was killed with a full queue) or belongs to "
+                          f"another run. Restart {s.engine} from a restart file at or before step {last}, or use "
                           "--overwrite or another output")
     for k, step in enumerate(state["steps"]):
         if np.isfinite(step):

@@ -1,0 +1,1 @@
+"""aptnn-lammps: dM/dt streamed from inside a LAMMPS run (the LAMMPS Python module, fix external)."""
