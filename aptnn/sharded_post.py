@@ -18,7 +18,7 @@ from typing import Callable
 
 from aptnn.distributed import Context, broadcast_object, collect_errors, gather_objects
 from aptnn.errors import InputError, OutputError
-from aptnn.interpolation import every_from
+from aptnn.interpolation import APTInterpolator, every_from
 from aptnn.io.stream import is_stream_file, model_digest, n_frames, read_info
 from aptnn.io.stream_repair import merge_streams
 from aptnn.io.trajectory import FrameSource
@@ -51,7 +51,7 @@ class Shard:
         3K after: :mod:`aptnn.interpolation`), so that a shard writes what a serial run would."""
         first, stop = self.first, self.stop
         if self.every > 1:
-            first, stop = max(0, (first // self.every - 2) * self.every), stop + 3 * self.every
+            first, stop = APTInterpolator(self.every).needed_from(first), stop + 3 * self.every
         start, last = first * self.stride, (stop - 1) * self.stride
         return (start, last + 3) if self.finite_difference else (start, last + 1)
 
