@@ -84,7 +84,10 @@ def main(input_script, model, output, variables, estimator, types, skip_runs, te
             address="", output=os.path.abspath(output), symbols=[], estimator=estimator, temperature_K=temperature,
             resume=not overwrite, worker_nice=worker_nice, queue_size=queue_size, apt_every=apt_every,
             apt_every_fs=apt_every_fs, model_label=model_fingerprint(model), engine="LAMMPS", centre="total",
-            source=f"LAMMPS {os.path.abspath(input_script)}", record_temperature=temperature is None)
+            # the source must not name the input file: a resumed stream must have the same source (the writer
+            # refuses another), and a restart runs another input (read_restart instead of read_data and
+            # velocity); the positions' fingerprints check that the restart continues this stream
+            source="LAMMPS", record_temperature=temperature is None)
         cmdargs = ["-log", log] + ([] if screen else ["-screen", "none"]) + list(lammps_args)
         loader = functools.partial(load_predictor, model, device, threads, compile_model)
         elements = types.replace(",", " ").split() if types else None

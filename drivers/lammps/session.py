@@ -37,6 +37,11 @@ TEMP_ID = "aptnn_temp"
 #: masses (amu) of hydrogen isotopes, read as H (the APT is a property of the electrons, not of the mass)
 ISOTOPES = {"H": (2.014, 3.016)}
 MASS_TOLERANCE = 0.1  # amu
+#: Å: the setup call of the next `run` repeats the last step; LAMMPS re-wraps atoms that left the box then, and
+#: the unwrapped positions change by rounding (~1e-15 Å); one MD step moves atoms by ≳ 1e-4 Å
+SAME_STEP_A = 1e-8
+#: s the other MPI ranks wait for rank 0 to write the queued steps and close the stream when the job ends early
+MPI_GRACE_S = 120.0
 
 
 class LammpsError(APTNNError):
@@ -99,7 +104,9 @@ class LammpsStreamer:
         self.stop_requested = self.abort_requested = self.timed_out = False
         self.style: str | None = None
         self.symbols: list[str] | None = None
+        self.natoms: int | None = None  # atoms of the first streamed step
         self.minimizing = False
+        self.lammps_failed = False    # LAMMPS raised an error: its instance may not survive lammps_close
         self._last_status = self._last_error_check = time.monotonic()
 
     # --- signals ----------------------------------------------------------------------------------------
@@ -135,7 +142,15 @@ class LammpsStreamer:
         return self.worker.steps_written if self.worker is not None else 0
 
     def close(self) -> None:
-        self.lmp.close()
+        if self.lammps_failed:
+            # After some LAMMPS errors (e.g. in a run's setup: "Must use kspace_modify gewald for uncharged
+            # system" after delete_atoms) lammps_close() crashes with SIGSEGV in the destructors of the
+            # half-initialised styles, which would turn exit status 2 into 139. The process is about to
+            # exit (the stream file is closed already): leave the instance undeleted, as the lmp binary does,
+            # and keep the lammps object's __del__ from deleting it (opened = 0).
+            self.lmp.opened = 0
+        else:
+            self.lmp.close()
         if self.size > 1:
             self.lmp.finalize()
 
@@ -149,6 +164,7 @@ class LammpsStreamer:
         try:
             self.lmp.command(cmd.text)
         except Exception as err:  # the LAMMPS module raises plain Exceptions
+            self.lammps_failed = True
             self._raise_fatal()   # an error of ours that ended the run comes first
             raise LammpsError(f"LAMMPS error at {cmd.origin} ({cmd.text[:60]!r}): {_message(err)}") from None
         self._attach()
@@ -159,6 +175,7 @@ class LammpsStreamer:
         try:
             self.lmp.file(fh.name)
         except Exception as err:
+            self.lammps_failed = True
             self._raise_fatal()
             raise LammpsError(f"LAMMPS error in {self.script.rest_origin} or after: {_message(err)}") from None
         finally:
@@ -210,13 +227,14 @@ class LammpsStreamer:
                 self.timed_out = True
                 self.lmp.force_timeout()
             return
-        code = 0
-        if self.rank == 0:
-            self._finish_worker()
-            if self.fatal is not None:
-                print(f"aptnn-lammps: error: {self.fatal}", file=sys.stderr, flush=True)
-                code = 2
+        code = 2 if self.fatal is not None else 0
         sys.stdout.flush()
+        if self.rank != 0:  # leave it to rank 0: once it has closed the stream and left, mpirun ends the job
+            time.sleep(MPI_GRACE_S)
+            os._exit(code)
+        self._finish_worker()
+        if self.fatal is not None:
+            print(f"aptnn-lammps: error: {self.fatal}", file=sys.stderr, flush=True)
         os._exit(code)
 
     def _step(self, ntimestep: int) -> None:
@@ -230,6 +248,13 @@ class LammpsStreamer:
         if self.runs_seen <= self.skip_runs:
             return
         natoms = lmp.get_natoms()
+        # checked before gathering (on every rank: natoms is global): after delete_atoms the atom IDs are no
+        # longer 1…N and lammps_gather_atoms fails with "Atom-IDs must exist and be consecutive" instead
+        if self.natoms is None:
+            self.natoms = natoms
+        elif natoms != self.natoms:
+            raise InputError(f"the number of atoms changed from {self.natoms} to {natoms} at LAMMPS step "
+                             f"{ntimestep} (lost or deleted atoms): a stream holds one system", self.input_path)
         if self.symbols is None:
             types = np.ctypeslib.as_array(lmp.gather_atoms("type", 0, 1)).copy()
         x = np.ctypeslib.as_array(lmp.gather_atoms("x", 1, 3)).reshape(-1, 3)
@@ -243,18 +268,15 @@ class LammpsStreamer:
             return
         if self.symbols is None:
             self._first_step(types)
-        if natoms != len(self.symbols):
-            raise InputError(f"the number of atoms changed from {len(self.symbols)} to {natoms} at LAMMPS step "
-                             f"{ntimestep} (lost or deleted atoms): a stream holds one system", self.input_path)
         self._check_dt(ntimestep)
         length = units.LAMMPS_UNITS[self.style][0]
         cell, periodic = self._cell()
         positions = (x + image @ cell) * length if periodic else x * length
         cell = cell * length if periodic else None
-        if self.last_positions is not None and np.array_equal(positions, self.last_positions):
-            return  # a later run's setup: the step streamed last
+        shift = np.inf if self.last_positions is None else float(np.abs(positions - self.last_positions).max())
+        if setup and shift < SAME_STEP_A:
+            return  # a later run's setup: the step streamed last (atoms re-wrapped into the box: rounding)
         if setup and self.last_positions is not None:
-            shift = float(np.abs(positions - self.last_positions).max())
             raise InputError(f"the positions changed between two runs (by up to {shift:.3g} Å at LAMMPS step "
                              f"{ntimestep}): a stream holds one continuous trajectory; stream each part into "
                              "its own file", self.input_path)
