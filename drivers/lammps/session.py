@@ -105,6 +105,7 @@ class LammpsStreamer:
         self.style: str | None = None
         self.symbols: list[str] | None = None
         self.natoms: int | None = None  # atoms of the first streamed step
+        self.types_gathered = False
         self.minimizing = False
         self.lammps_failed = False    # LAMMPS raised an error: its instance may not survive lammps_close
         self._last_status = self._last_error_check = time.monotonic()
@@ -255,7 +256,9 @@ class LammpsStreamer:
         elif natoms != self.natoms:
             raise InputError(f"the number of atoms changed from {self.natoms} to {natoms} at LAMMPS step "
                              f"{ntimestep} (lost or deleted atoms): a stream holds one system", self.input_path)
-        if self.symbols is None:
+        types = None
+        if not self.types_gathered:  # once, on every rank (a collective call, as every gather here)
+            self.types_gathered = True
             types = np.ctypeslib.as_array(lmp.gather_atoms("type", 0, 1)).copy()
         x = np.ctypeslib.as_array(lmp.gather_atoms("x", 1, 3)).reshape(-1, 3)
         image = np.ctypeslib.as_array(lmp.gather_atoms("image", 0, 3)).reshape(-1, 3)
@@ -266,7 +269,7 @@ class LammpsStreamer:
             temperature = float(lmp.extract_compute(TEMP_ID, LMP_STYLE_GLOBAL, LMP_TYPE_SCALAR))
         if self.rank != 0:
             return
-        if self.symbols is None:
+        if types is not None:
             self._first_step(types)
         self._check_dt(ntimestep)
         length = units.LAMMPS_UNITS[self.style][0]
