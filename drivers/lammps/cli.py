@@ -99,7 +99,10 @@ def main(input_script, model, output, variables, estimator, types, skip_runs, te
         steps = streamer.run()
         if streamer.rank == 0:
             stopped = " (stopped by a signal)" if streamer.stop_requested else ""
-            click.echo(f"aptnn-lammps: {steps} rows written to {output}{stopped}", err=True)
+            from aptnn.io.stream import n_frames
+
+            held = f" (the file holds {n_frames(output)})" if os.path.exists(output) else ""
+            click.echo(f"aptnn-lammps: {steps} rows written to {output}{held}{stopped}", err=True)
     except APTNNError as err:
         if streamer is not None and streamer.rank != 0:
             err.quiet = True   # rank 0 says it
