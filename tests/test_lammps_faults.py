@@ -284,3 +284,25 @@ def test_skip_runs_streams_only_the_later_runs(tmp_path, reference):
     difference = relative_difference(got["dMdt"], reference["dMdt"][10:40])
     print(f"\n--skip-runs 1: rows differ from the same steps of one run by {difference:.2e}")
     assert difference < 1e-8, difference
+
+
+def test_runs_in_a_loop_join_into_one_stream_and_equal_one_run(tmp_path, reference):
+    """A `label`/`jump SELF` loop of 4 × `run 10` (the loop part runs through LAMMPS' own reader) streams the
+    same 40 rows as one 40-step run: each later run's setup repeats the last step (atoms re-wrapped into the
+    box change the unwrapped positions by rounding only) and is skipped."""
+    water(tmp_path)
+    loop = HEAD + "variable k loop 4\nlabel again\nrun 10\nnext k\njump SELF again\n"
+    proc = run_cli(tmp_path, loop, "-o", "run.h5", "--apt-every", "1")
+    assert proc.returncode == 0, proc.stderr
+    got = rows(tmp_path / "run.h5")
+    assert len(got["time"]) == 40 and uniform(got["time"])
+    np.testing.assert_allclose(got["check"], reference["check"][:40], rtol=0, atol=1e-9)
+    assert relative_difference(got["dMdt"], reference["dMdt"][:40]) < 1e-8
+
+
+def test_minimize_after_a_loop_command_is_refused_before_lammps_runs(tmp_path):
+    water(tmp_path)
+    script = HEAD + "label again\nrun 5\nminimize 1e-4 1e-6 50 500\n"
+    line = one_error_line(run_cli(tmp_path, script, "-o", "run.h5"))
+    assert "minimize" in line and "label" in line
+    assert not (tmp_path / "run.h5").exists()

@@ -106,7 +106,6 @@ class LammpsStreamer:
         self.symbols: list[str] | None = None
         self.natoms: int | None = None  # atoms of the first streamed step
         self.types_gathered = False
-        self.minimizing = False
         self.lammps_failed = False    # LAMMPS raised an error: its instance may not survive lammps_close
         self._last_status = self._last_error_check = time.monotonic()
 
