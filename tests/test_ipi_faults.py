@@ -206,6 +206,8 @@ def test_restart_continues_the_stream_at_the_restart_step(tmp_path, monkeypatch,
     the uninterrupted run's."""
     monkeypatch.setenv("APTNN_FLUSH_SECONDS", "0")
     steps, args = 200, ["--threads", "1", "--estimator", estimator, "--apt-every", str(every)]
+    if every > 1:  # a short queue holds i-PI within ~8 + 3K steps of the rows, so it cannot end its run before
+        args += ["--queue", "8"]  # the SIGTERM (the increment estimator resumes from the rows, not the ring)
     ref, run = tmp_path / "ref", tmp_path / "run"
     address = _restartable_run(ref, steps)
     server, lammps = start_ipi(ref, address)
@@ -223,6 +225,7 @@ def test_restart_continues_the_stream_at_the_restart_step(tmp_path, monkeypatch,
         kill_all(server, lammps, apt)
     assert apt.returncode == 0, (run / "aptnn-ipi.log").read_text()
     before, restart = n_frames(out), _restart_step(run / "RESTART")
+    assert restart < steps, f"i-PI ended its {steps} steps before the SIGTERM: nothing left to restart"
     server, lammps = start_ipi(run, address, "RESTART")
     apt = start_aptnn(run, address, ["-o", "run.h5", *args], log="second.log")
     finish([server, lammps, apt], 300, run)
