@@ -54,6 +54,24 @@ EPSILON0_SI: float = _si.epsilon_0
 C_SI: float = _si.c
 M_TO_CM: float = 100.0
 M2_TO_CM2: float = 1e4
+M3_TO_CM3: float = 1e6
+ANGSTROM_TO_M: float = 1e-10
+#: 1 nm in cm (a laser wavelength λ in nm is the wavenumber 1/(λ·NM_TO_CM) in cm⁻¹)
+NM_TO_CM: float = 1e-7
+#: atomic mass unit in kg
+AMU_KG: float = _si.atomic_mass
+
+# --- Raman: polarisability α in e·Å²/V (dipole e·Å per field V/Å), dα/dt in e·Å²/(V·fs) -------------------------
+POLARIZABILITY = "e*angstrom^2/V"
+POLARIZABILITY_DERIVATIVE = "e*angstrom^2/(V*fs)"
+#: 1 e·Å²/V as a polarisability volume α/(4πε₀) in Å³ (≈ 14.40 Å³)
+POLARIZABILITY_TO_A3: float = _si.e * 1e-20 / (4 * _si.pi * _si.epsilon_0 * 1e-30)
+#: 1 amu·Å²/fs² in J: k_B·T in these units is the thermal ⟨Q̇²⟩ of a mass-weighted coordinate Q (amu^½·Å)
+AMU_A2_PER_FS2_TO_J: float = _si.atomic_mass * 1e-20 / 1e-30
+#: polarisability-gradient tensor G[ξ,η,ζ] = ∂α_ξη/∂r_ζ (aptnn.label.pgt): e·Å²/V per Å
+PGT = "e*angstrom/V"
+#: 1 atomic unit of polarisability, e·a0²/(E_h/e), in e·Å²/V (≈ 0.0102908): a0² per hartree-in-volts
+POLARIZABILITY_AU_TO_E_A2_PER_V: float = _ase.Bohr**2 / _ase.Hartree
 
 
 def omega_to_wavenumber(omega_rad_per_fs):

@@ -119,7 +119,6 @@ def frames_at(traj: dict, steps) -> list:
 
 def stage_label(work: Path, p: dict, md: Path) -> dict:
     from ase.io import write
-
     from calib_xtb_cluster import read_trajectory
 
     lab = work / "labels"
@@ -156,11 +155,12 @@ def stage_checks(work: Path, p: dict, md: Path) -> dict:
     out = work / "checks.json"
     if out.exists():
         return json.loads(out.read_text())
+    from calib_xtb_cluster import read_trajectory
+
     from aptnn.io import read_frames
     from aptnn.label.routes import displacement_route
     from aptnn.label.xtb import xtb_factory
     from aptnn.labels import get_apt
-    from calib_xtb_cluster import read_trajectory
 
     traj = read_trajectory(md)
     dt = traj["dt_fs"]
@@ -341,10 +341,11 @@ def committees(members: int, sizes) -> dict[int, list[list[int]]]:
 
 
 def stage_predict(work: Path, p: dict, md: Path, models: dict) -> dict:
+    from calib_xtb_cluster import read_trajectory
+
     from aptnn.io import read_frames
     from aptnn.labels import get_apt
     from aptnn.model.checkpoint import read_committee
-    from calib_xtb_cluster import read_trajectory
 
     traj = read_trajectory(md)
     steps = sampled_steps(len(traj["time"]), p["stride"])

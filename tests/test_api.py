@@ -315,7 +315,8 @@ def post_rows(tmp_path, name, sources, predictor, **settings):
     """aptnn-post's rows (velocities from the file) of the same frames."""
     from aptnn.post import PostSettings, run
 
-    out = run(sources, MODEL, str(tmp_path / name), PostSettings(progress=False, **{"apt_every": 1, **settings}), predictor=predictor)
+    out = run(sources, MODEL, str(tmp_path / name), PostSettings(progress=False, **{"apt_every": 1, **settings}),
+              predictor=predictor)
     return read_info(out), next(read_chunks(out))[1]
 
 

@@ -177,8 +177,8 @@ def test_classical_trajectory_gives_the_same_series_through_both_producers(tmp_p
     assert info_i.estimator == "velocity" and info_i.series == ["centroid", "group:O", "group:H"]
     results = {}
     for batch in (1, 4):  # float64: batching frames through the model changes nothing
-        out = run(pos_files, MODEL, str(tmp_path / f"pos{batch}.h5"), PostSettings(batch_size=batch, progress=False, apt_every=1),
-                  predictor=predictor)
+        out = run(pos_files, MODEL, str(tmp_path / f"pos{batch}.h5"),
+                  PostSettings(batch_size=batch, progress=False, apt_every=1), predictor=predictor)
         results[batch] = next(read_chunks(out))
     assert relative(results[4][1], results[1][1]) < 1e-12
     info_p = read_info(tmp_path / "pos4.h5")

@@ -114,20 +114,32 @@ def pyscf_factory(method: str = "b3lyp", basis: str = "6-31g*"):
     return make
 
 
-def analytic_apt(atoms: Atoms, method: str = "b3lyp", basis: str = "6-31g*") -> np.ndarray:
-    """APTs (N, 3, 3) in e, P[i, ξ, ζ] = ∂μ_ξ/∂R_iζ, from coupled-perturbed SCF (closed shells)."""
-    mol, mf, _ = scf_in_field(atoms, None, method=method, basis=basis)
+def analytic_apt(atoms: Atoms, method: str = "b3lyp", basis: str = "6-31g*", field=None,
+                 cpscf_tol: float | None = None) -> np.ndarray:
+    """APTs (N, 3, 3) in e, P[i, ξ, ζ] = ∂μ_ξ/∂R_iζ, from coupled-perturbed SCF (closed shells), optionally in a
+    uniform ``field`` (V/Å): the nuclear-derivative Hamiltonian of the CPHF equations then gains the moving basis
+    functions' field term ∂/∂R_Aζ ⟨μ|E·r|ν⟩ = −Σ_ξ E_ξ (⟨μ|r_ξ ∂_ζ|ν⟩[ν∈A] + transpose). ``cpscf_tol``: the
+    CPHF convergence (PySCF's default if None)."""
+    mol, mf, field_au = scf_in_field(atoms, field, method=method, basis=basis)
     mol.set_common_orig((0.0, 0.0, 0.0))
+    if cpscf_tol is not None:
+        mf.conv_tol_cpscf = cpscf_tol
+    nao = mol.nao
+    irp = mol.intor("int1e_irp", comp=9).reshape(3, 3, nao, nao)  # ⟨μ| r_ξ ∂_ζ |ν⟩
     hess = mf.Hessian()
     h1ao = hess.make_h1(mf.mo_coeff, mf.mo_occ)
+    slices = [(p0, p1) for _, _, p0, p1 in mol.aoslice_by_atom()]
+    if np.any(field_au):
+        for a, (p0, p1) in enumerate(slices):
+            m = np.zeros((3, nao, nao))
+            m[:, :, p0:p1] = -np.einsum("x,xzmn->zmn", field_au, irp[:, :, :, p0:p1])
+            h1ao[a] = h1ao[a] + m + m.transpose(0, 2, 1)
     mo1, _ = hess.solve_mo1(mf.mo_energy, mf.mo_coeff, mf.mo_occ, h1ao)
     occ = mf.mo_coeff[:, mf.mo_occ > 0]
     dm = mf.make_rdm1()
-    nao = mol.nao
     r = mol.intor("int1e_r", comp=3)
-    irp = mol.intor("int1e_irp", comp=9).reshape(3, 3, nao, nao)
     apt = np.zeros((mol.natm, 3, 3))
-    for a, (_, _, p0, p1) in enumerate(mol.aoslice_by_atom()):
+    for a, (p0, p1) in enumerate(slices):
         # Tr(∂D/∂R_Aζ r_ξ) = 4 Σ U_pi C_qi r_ξ,pq  (∂D = 2(U Cᵀ + C Uᵀ), r symmetric)
         response = 4 * np.einsum("zpi,qi,xpq->xz", mo1[a], occ, r)
         basis_move = 2 * np.einsum("xzmn,mn->xz", irp[:, :, :, p0:p1], dm[:, p0:p1])

@@ -1,0 +1,260 @@
+"""Raman spectra (isotropic, anisotropic, VV, VH, depolarisation ratio) from dα/dt series.
+
+Input: dα/dt, the time derivative of the system's polarisability α (e·Å²/V; dα/dt in e·Å²/(V·fs)), per frame as
+Voigt components (xx, yy, zz, yz, xz, xy) or as 3×3 tensors (only the symmetric part counts: non-resonant Raman).
+
+Invariants (Long, *The Raman Effect*, Wiley 2002; McQuarrie, *Statistical Mechanics*): the mean
+polarisability a = tr α/3 and the traceless anisotropic part β = α − a·I, with the anisotropy
+    γ² = ½[(α_xx−α_yy)² + (α_yy−α_zz)² + (α_zz−α_xx)²] + 3(α_xy² + α_yz² + α_xz²) = (3/2)·Tr[β·β].
+Time correlations of the derivatives (Berne & Pecora, *Dynamic Light Scattering*; for MD: Thomas, Brehm,
+Kirchner et al., PCCP 15, 6608 (2013); Putrino & Parrinello, PRL 88, 176401 (2002)):
+    C_iso(t) = ⟨ȧ(0)·ȧ(t)⟩,      C_aniso(t) = (3/2)·⟨Tr[β̇(0)·β̇(t)]⟩   (C_aniso(0) = ⟨γ̇²⟩),
+    VV = iso + (4/45)·aniso,      VH = (3/45)·aniso,      ρ = VH/VV ∈ [0, 3/4],
+the orientational averages of ⟨α̇_zz α̇_zz⟩ and ⟨α̇_zx α̇_zx⟩ for linearly polarised light (Long's (45a² + 4γ²)/45 and
+3γ²/45). The often written (2/15)·⟨Tr[β̇β̇]⟩ is the same anisotropic part of VV: (4/45)·(3/2) = 2/15. ρ does not
+depend on ``form`` (it is taken from the reduced spectra; NaN where VV ≤ 1e-9·max VV).
+
+Derivatives: FT⟨α̇(0)α̇(t)⟩ = ω²·FT⟨α(0)α(t)⟩, so the classical spectral density of α is S_cl = FT⟨α̇α̇⟩/ω², and the
+harmonic quantum correction S_q = x/(1 − e^{−x})·S_cl (x = βħω, β = 1/k_BT) gives the reduced spectrum
+R = 4πc·ω(1 − e^{−x})·S_q/ħ (Shuker & Gammon, PRL 25, 222 (1970): the measured Stokes intensity divided by the
+laser factor (ν̃₀ − ν̃)⁴ and the Bose factor (1 − e^{−x})⁻¹, times ν̃), computed from the derivative correlation as
+    R_p(ν̃) = 4πc·β·(1/2π)∫dt e^{−iωt} w(t) C_p(t) · Q_f(x)      [Å⁴·amu⁻¹ per cm⁻¹],   p = iso, aniso,
+(the windowed DCT-I of :func:`aptnn.spectrum.line_shape`) with ω = 2πcν̃, dα/dt as polarisability volumes α/(4πε₀)
+(Å³/fs), k_BT in amu·Å²/fs², Q_f the multiplier of :func:`aptnn.spectrum.qcf_factor` (1 for ``harmonic``, which
+makes R the classical 4πcβ·FT⟨α̇α̇⟩; ``standard``, ``schofield``, ``none`` multiply it exactly as they do the IR
+spectrum). A harmonic normal mode Q_k (mass-weighted, amu^½·Å) gives a band whose integral ∫R dν̃ is a'_k² (iso)
+or γ'_k² (aniso), a' = ∂a/∂Q_k: 45·(VV + VH) integrates to the Raman activity 45a'² + 7γ'² (Å⁴/amu) of
+quantum-chemistry codes; over the whole grid, ∫R_iso dν̃ = β⟨ȧ²⟩ exactly (classical, harmonic QCF).
+
+``form="reduced"``: R_p as above (no laser or Bose factor). ``form="absolute"``: the Stokes differential cross-section
+per wavenumber (Long's Placzek result for a harmonic band with a'² → R_p; cf. Thomas et al. 2013) for the
+excitation wavenumber ν̃₀ = 1/λ (``laser_nm``)
+    d²σ_p/(dΩ dν̃) = (2π)⁴·(ν̃₀ − ν̃)⁴ · h/(8π²cν̃) · [1 − e^{−hcν̃/k_BT}]⁻¹ · R_p(ν̃)     [cm²·sr⁻¹ per cm⁻¹],
+of the whole system, or divided by the volume V (``volume_A3``): the scattering coefficient in cm⁻¹·sr⁻¹ per cm⁻¹.
+It is 0 for ν̃ ≥ ν̃₀ and NaN at ν̃ = 0 (the Rayleigh line is not represented).
+
+Several runs (a list of arrays) are independent trajectories: correlations pooled per lag as in
+:mod:`aptnn.spectrum`, each run's share transformed with its own β, V and factors. Correlation, windows, padding, block
+errors and checks are those of the IR spectrum (:mod:`aptnn.correlation`, :mod:`aptnn.spectrum`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+
+from aptnn import spectrum_checks as checks
+from aptnn import units
+from aptnn.correlation import CorrelationAccumulator
+from aptnn.errors import InputError
+from aptnn.spectrum import QCFS, REQUIRED_WAVENUMBER, WINDOWS, Run, _mean, line_shape, qcf_factor, window
+
+__all__ = ["FORMS", "POLARISATIONS", "VOIGT", "RamanSpectrum", "absolute_factor", "as_voigt", "invariant_components",
+           "raman_of_runs", "raman_spectrum"]
+
+VOIGT = ((0, 0), (1, 1), (2, 2), (1, 2), (0, 2), (0, 1))   # (xx, yy, zz, yz, xz, xy)
+FORMS = ("reduced", "absolute")
+POLARISATIONS = ("iso", "aniso", "vv", "vh")
+CHUNK = 1 << 18
+#: rows: iso, aniso, VV, VH as combinations of the (iso, aniso) spectra
+_MIX = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 4.0 / 45.0], [0.0, 3.0 / 45.0]])
+_UNITS = {"reduced": ("reduced_raman", "A4_amu-1_per_cm-1"),
+          "absolute": ("raman_cross_section", "cm2_sr-1_per_cm-1"),
+          "absolute_volume": ("raman_scattering_coefficient", "cm-1_sr-1_per_cm-1")}
+
+
+@dataclass
+class RamanSpectrum:
+    """Raman spectra on ``wavenumber`` (cm⁻¹): ``iso``, ``aniso``, ``vv``, ``vh`` in ``unit`` (see the module
+    docstring; the name_unit suffix of CSV columns), ``depolarization`` = VH/VV (dimensionless, NaN where VV ≈ 0),
+    ``error``: block standard errors of the four spectra (NaN with 1 block). ``units``: every array's unit."""
+
+    wavenumber: np.ndarray
+    iso: np.ndarray
+    aniso: np.ndarray
+    vv: np.ndarray
+    vh: np.ndarray
+    depolarization: np.ndarray
+    error: dict[str, np.ndarray]
+    form: str
+    quantity: str
+    unit: str
+    laser_nm: float | None = None
+    n_blocks: int = 1
+    units: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def unpolarized(self) -> np.ndarray:
+        """VV + VH (polarised excitation, no analyser): integrates to the Raman activity/45 per band (reduced)."""
+        return self.vv + self.vh
+
+    def columns(self) -> dict[str, np.ndarray]:
+        """CSV columns ``name_unit``: wavenumber_cm-1, iso/aniso/vv/vh and their ``_err``, depolarization_ratio."""
+        cols = {"wavenumber_cm-1": self.wavenumber}
+        for name in POLARISATIONS:
+            cols[f"{name}_{self.unit}"] = getattr(self, name)
+            cols[f"{name}_{self.unit}_err"] = self.error[name]
+        cols["depolarization_ratio_dimensionless"] = self.depolarization
+        return cols
+
+    def write_csv(self, path) -> None:
+        """One header line (the :meth:`columns` names), then one row per wavenumber."""
+        cols = self.columns()
+        np.savetxt(path, np.column_stack(list(cols.values())), delimiter=",", header=",".join(cols), comments="")
+
+
+def as_voigt(dadt, label: str = "dα/dt") -> np.ndarray:
+    """(n, 6) Voigt (xx, yy, zz, yz, xz, xy) from (n, 6) or (n, 3, 3) (symmetric part), float64, finite, n ≥ 2."""
+    arr = np.asarray(dadt, dtype=np.float64)
+    if arr.ndim == 3 and arr.shape[1:] == (3, 3):
+        arr = np.stack([(arr[:, i, j] + arr[:, j, i]) / 2 for i, j in VOIGT], axis=1)
+    elif not (arr.ndim == 2 and arr.shape[1] == 6):
+        raise InputError(f"{label} has shape {arr.shape}: expected (n_frames, 6) Voigt (xx, yy, zz, yz, xz, xy) "
+                         "or (n_frames, 3, 3)")
+    if not np.isfinite(arr).all():
+        raise InputError(f"NaN or inf in {label}")
+    if len(arr) < 2:
+        raise InputError(f"{label} has {len(arr)} frame(s): need at least 2 for a correlation")
+    return arr
+
+
+def invariant_components(voigt: np.ndarray) -> np.ndarray:
+    """(..., 6): ȧ = tr/3, then five components g with Σg² = γ̇² = (3/2)·Tr[β̇β̇] (an orthogonal basis of traceless
+    symmetric tensors), so that Σ_k g_k(0)g_k(t) = (3/2)·Tr[β̇(0)β̇(t)] for every rotation of the frame. Input units."""
+    xx, yy, zz, yz, xz, xy = np.moveaxis(voigt, -1, 0)
+    r3 = np.sqrt(3.0)
+    return np.stack([(xx + yy + zz) / 3, r3 / 2 * (xx - yy), (xx + yy - 2 * zz) / 2, r3 * yz, r3 * xz, r3 * xy],
+                    axis=-1)
+
+
+def absolute_factor(wavenumber, temperature_K: float, laser_nm: float, volume_A3: float | None = None) -> np.ndarray:
+    """(2π)⁴(ν̃₀−ν̃)⁴·h/(8π²cν̃)·[1−e^{−hcν̃/k_BT}]⁻¹ (/V): reduced (Å⁴·amu⁻¹ per cm⁻¹) → absolute (cm²·sr⁻¹ per cm⁻¹,
+    or cm⁻¹·sr⁻¹ per cm⁻¹ with ``volume_A3`` in Å³). 0 for ν̃ ≥ ν̃₀ = 1/λ, NaN at ν̃ = 0."""
+    nu = np.asarray(wavenumber, dtype=np.float64)
+    nu0 = 1.0 / (laser_nm * units.NM_TO_CM)
+    omega_si = 2 * np.pi * units.C_SI * nu * units.M_TO_CM                             # rad/s
+    with np.errstate(divide="ignore", invalid="ignore"):
+        x = units.HBAR_SI * omega_si / (units.KB_SI * temperature_K)
+        bose = units.HBAR_SI / (2 * omega_si * -np.expm1(-x))                          # ħ/(2ω)·(n+1): kg·m²
+        shift = (2 * np.pi * np.clip(nu0 - nu, 0, None) * units.M_TO_CM) ** 4          # m⁻⁴
+        reduced_si = units.ANGSTROM_TO_M**4 / units.AMU_KG / units.M_TO_CM             # (Å⁴/amu·cm) → m⁴/kg·m
+        out = np.where(nu > 0, shift * bose * reduced_si * units.M3_TO_CM3, np.nan)
+    return out if volume_A3 is None else out / (volume_A3 * units.A3_TO_M3 * units.M3_TO_CM3)
+
+
+def _reduced_factor(omega: np.ndarray, temperature_K: float, qcf: str) -> np.ndarray:
+    """4πc·β·Q_f(x) with dα/dt → Å³/fs and k_BT in amu·Å²/fs²: (1/2π)∫e^{−iωt}C → Å⁴·amu⁻¹ per cm⁻¹."""
+    beta = units.AMU_A2_PER_FS2_TO_J / (units.KB_SI * temperature_K)
+    return (4 * np.pi * units.C_CM_PER_FS * beta * units.POLARIZABILITY_TO_A3**2
+            * qcf_factor(qcf, omega, temperature_K))
+
+
+def raman_of_runs(runs: list[Run], dt_fs: float, *, max_lag: int, n_blocks: int, window_name: str = "hann",
+                  qcf: str = "harmonic", biased: bool = False, remove_mean: bool = True, pad: int = 4,
+                  form: str = "reduced", laser_nm: float | None = None,
+                  series: Sequence[str] = ("total",)) -> RamanSpectrum:
+    """Engine on checked inputs: ``run.read(series, start, stop)`` yields (n, len(series), 6) Voigt dα/dt
+    (e·Å²/(V·fs)); the spectra are averaged over ``series`` (e.g. the beads, as the IR total).
+
+    ``dt_fs`` in fs, ``max_lag`` in frames, ``n_blocks`` per run; each run keeps its own temperature (K), volume
+    (Å³ or None) and factors; correlations are pooled per lag (pair-count weights) as for IR.
+    """
+    series = list(series)
+    acc = CorrelationAccumulator([(k, k) for k in range(6 * len(series))], max_lag)
+    for run in runs:
+        mean = _mean(run, series) if remove_mean else 0.0
+        acc.start_trajectory()
+        bounds = np.linspace(0, run.n_frames, n_blocks + 1).astype(int)
+        for b in range(n_blocks):
+            if b:
+                acc.new_block()
+            for block in run.read(series, bounds[b], bounds[b + 1]):
+                acc.add(invariant_components(block - mean).reshape(len(block), -1, 1))
+    win = window(window_name, max_lag + 1)
+    # component correlations (series × 6) → iso, aniso, averaged over the series
+    pick = np.tile([[1.0, 0, 0, 0, 0, 0], [0, 1.0, 1.0, 1.0, 1.0, 1.0]], len(series)) / len(series)
+    parts = np.einsum("pk,fkl->fpl", pick, acc.correlation_parts(biased))
+    block_corr = np.einsum("pk,bkl->bpl", pick, acc.correlation(biased, blocks=True))
+    block_of = np.asarray(acc.block_trajectory)
+    reduced, total, blocks = 0.0, 0.0, np.empty((len(block_of), 2, pad * max_lag + 1))
+    for f, run in enumerate(runs):
+        omega, shape = line_shape(parts[f], dt_fs, win, pad)
+        factor = _reduced_factor(omega, run.temperature_K, qcf)
+        reduced = reduced + shape * factor
+        if form == "absolute":
+            factor = factor * absolute_factor(units.omega_to_wavenumber(omega), run.temperature_K, laser_nm,
+                                              run.volume_A3)
+        total = total + shape * factor
+        blocks[block_of == f] = line_shape(block_corr[block_of == f], dt_fs, win, pad)[1] * factor
+    wavenumber = units.omega_to_wavenumber(omega)
+    values = _MIX @ total
+    block_values = np.einsum("pq,bqn->bpn", _MIX, blocks)
+    nb = len(blocks)
+    errors = block_values.std(0, ddof=1) / np.sqrt(nb) if nb > 1 else np.full_like(values, np.nan)
+    vv, vh = _MIX[2] @ reduced, _MIX[3] @ reduced
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rho = np.where(vv > 1e-9 * np.max(vv), vh / vv, np.nan)
+    key = form if form == "reduced" or runs[0].volume_A3 is None else "absolute_volume"
+    quantity, unit = _UNITS[key]
+    names = dict(zip(POLARISATIONS, values))
+    return RamanSpectrum(wavenumber, **names, depolarization=rho, error=dict(zip(POLARISATIONS, errors)), form=form,
+                         quantity=quantity, unit=unit, laser_nm=laser_nm, n_blocks=nb,
+                         units={"wavenumber": "cm^-1", **{n: unit for n in POLARISATIONS},
+                                "depolarization": "dimensionless", "dadt": units.POLARIZABILITY_DERIVATIVE})
+
+
+def _array_run(label: str, voigt: np.ndarray, temperature_K: float, volume_A3: float | None) -> Run:
+    def read(names, start, stop):
+        for s in range(start, stop, CHUNK):
+            yield voigt[s:min(s + CHUNK, stop), None, :]   # one series (names == ["total"])
+    return Run(label, len(voigt), temperature_K, volume_A3, read)
+
+
+def raman_spectrum(dadt, dt_fs: float, temperature_K: float | Sequence[float], *,
+                   volume_A3: float | Sequence[float | None] | None = None, max_lag_fs: float = 2000.0,
+                   window_name: str = "hann", qcf: str = "harmonic", n_blocks: int | None = None,
+                   biased: bool = False, remove_mean: bool = True, pad: int = 4,
+                   required_wavenumber: float = REQUIRED_WAVENUMBER, form: str = "reduced",
+                   laser_nm: float | None = None) -> RamanSpectrum:
+    """Raman spectra from dα/dt (e·Å²/(V·fs)) sampled every ``dt_fs`` fs at ``temperature_K`` K.
+
+    ``dadt``: an array (n_frames, 6) Voigt (xx, yy, zz, yz, xz, xy) or (n_frames, 3, 3), or a list/tuple of such
+    arrays (independent runs, pooled per lag); ``temperature_K`` and ``volume_A3`` (Å³, None: per system): one value
+    or one per run. ``form``: ``"reduced"`` (Å⁴·amu⁻¹ per cm⁻¹) or ``"absolute"`` (needs ``laser_nm``, the
+    excitation wavelength in nm; cm²·sr⁻¹ per cm⁻¹, or cm⁻¹·sr⁻¹ per cm⁻¹ with a volume); see the module
+    docstring. The other options are those of :func:`aptnn.spectrum.compute_spectrum` (``max_lag_fs`` in fs, window,
+    quantum correction, blocks, biased, mean removal, padding, ``required_wavenumber`` in cm⁻¹).
+    """
+    max_lag_fs, _, _, n_blocks, pad = checks.check_options(
+        max_lag_fs=max_lag_fs, window_name=window_name, qcf=qcf, temperature_K=None, volume_A3=None,
+        n_blocks=n_blocks, pad=pad, chunk=CHUNK, windows=WINDOWS, qcfs=QCFS)
+    if form not in FORMS:
+        raise InputError(f"unknown Raman form {form!r}; choose from {', '.join(FORMS)}")
+    if form == "absolute":
+        if laser_nm is None:
+            raise InputError("the absolute Raman form needs the excitation wavelength laser_nm (nm)")
+        laser_nm = checks.positive_number(laser_nm, "laser wavelength (laser_nm)", "nm")
+    dt = checks.positive_number(dt_fs, "time step dt_fs", "fs")
+    arrays = list(dadt) if isinstance(dadt, (list, tuple)) else [dadt]
+    if not arrays:
+        raise InputError("no dα/dt given")
+    labels = [f"run {k}" for k in range(len(arrays))]
+    arrays = [as_voigt(a, f"dα/dt of {label}") for a, label in zip(arrays, labels)]
+    try:
+        temps = np.broadcast_to(np.asarray(temperature_K, dtype=object), (len(arrays),))
+        vols = np.broadcast_to(np.asarray(volume_A3, dtype=object), (len(arrays),))
+    except ValueError:
+        raise InputError(f"temperature_K and volume_A3: one value, or one per run ({len(arrays)})") from None
+    temps = [checks.positive_number(t, "temperature_K", "K") for t in temps]
+    vols = [None if v is None else checks.positive_number(v, "volume_A3", "Å³") for v in vols]
+    if len({v is None for v in vols}) > 1:
+        raise InputError("runs with and without a volume cannot be averaged (per volume vs per system)")
+    nyquist = 1.0 / (2.0 * units.C_CM_PER_FS * dt)
+    if nyquist < required_wavenumber:
+        raise InputError(f"sampled every {dt:g} fs, which represents only up to {nyquist:.0f} cm⁻¹ (not "
+                         f"{required_wavenumber:g}): lower required_wavenumber to accept")
+    max_lag, n_blocks = checks.sizes(labels, [len(a) for a in arrays], dt, max_lag_fs, n_blocks, pad)
+    runs = [_array_run(label, a, t, v) for label, a, t, v in zip(labels, arrays, temps, vols)]
+    return raman_of_runs(runs, dt, max_lag=max_lag, n_blocks=n_blocks, window_name=window_name, qcf=qcf,
+                         biased=biased, remove_mean=remove_mean, pad=pad, form=form, laser_nm=laser_nm)
