@@ -48,7 +48,7 @@ from aptnn import spectrum_checks as checks
 from aptnn import units
 from aptnn.correlation import CorrelationAccumulator
 from aptnn.errors import InputError
-from aptnn.spectrum import QCFS, REQUIRED_WAVENUMBER, WINDOWS, Run, _mean, line_shape, qcf_factor, window
+from aptnn.spectrum import QCFS, REQUIRED_WAVENUMBER, WINDOWS, Run, accumulate, line_shape, qcf_factor, window
 
 __all__ = ["FORMS", "POLARISATIONS", "VOIGT", "RamanSpectrum", "absolute_factor", "as_voigt", "invariant_components",
            "raman_of_runs", "raman_spectrum"]
@@ -161,16 +161,8 @@ def raman_of_runs(runs: list[Run], dt_fs: float, *, max_lag: int, n_blocks: int,
     (Å³ or None) and factors; correlations are pooled per lag (pair-count weights) as for IR.
     """
     series = list(series)
-    acc = CorrelationAccumulator([(k, k) for k in range(6 * len(series))], max_lag)
-    for run in runs:
-        mean = _mean(run, series) if remove_mean else 0.0
-        acc.start_trajectory()
-        bounds = np.linspace(0, run.n_frames, n_blocks + 1).astype(int)
-        for b in range(n_blocks):
-            if b:
-                acc.new_block()
-            for block in run.read(series, bounds[b], bounds[b + 1]):
-                acc.add(invariant_components(block - mean).reshape(len(block), -1, 1))
+    acc = accumulate(CorrelationAccumulator([(k, k) for k in range(6 * len(series))], max_lag), runs, series,
+                     n_blocks, remove_mean, lambda chunk: invariant_components(chunk).reshape(len(chunk), -1, 1))
     win = window(window_name, max_lag + 1)
     # component correlations (series × 6) → iso, aniso, averaged over the series
     pick = np.tile([[1.0, 0, 0, 0, 0, 0], [0, 1.0, 1.0, 1.0, 1.0, 1.0]], len(series)) / len(series)
@@ -241,15 +233,7 @@ def raman_spectrum(dadt, dt_fs: float, temperature_K: float | Sequence[float], *
         raise InputError("no dα/dt given")
     labels = [f"run {k}" for k in range(len(arrays))]
     arrays = [as_voigt(a, f"dα/dt of {label}") for a, label in zip(arrays, labels)]
-    try:
-        temps = np.broadcast_to(np.asarray(temperature_K, dtype=object), (len(arrays),))
-        vols = np.broadcast_to(np.asarray(volume_A3, dtype=object), (len(arrays),))
-    except ValueError:
-        raise InputError(f"temperature_K and volume_A3: one value, or one per run ({len(arrays)})") from None
-    temps = [checks.positive_number(t, "temperature_K", "K") for t in temps]
-    vols = [None if v is None else checks.positive_number(v, "volume_A3", "Å³") for v in vols]
-    if len({v is None for v in vols}) > 1:
-        raise InputError("runs with and without a volume cannot be averaged (per volume vs per system)")
+    temps, vols = checks.run_conditions(temperature_K, volume_A3, len(arrays), "per volume vs per system")
     nyquist = 1.0 / (2.0 * units.C_CM_PER_FS * dt)
     if nyquist < required_wavenumber:
         raise InputError(f"sampled every {dt:g} fs, which represents only up to {nyquist:.0f} cm⁻¹ (not "

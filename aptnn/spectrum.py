@@ -230,16 +230,7 @@ def spectrum_of_runs(runs: list[Run], dt_fs: float, averaged: list[str], *, grou
     n_avg, n_grp = len(averaged), len(groups)
     autos = [(k, k) for k in range(len(names))]
     cross = [(a, b) for a in range(n_avg, n_avg + n_grp) for b in range(a + 1, n_avg + n_grp)]
-    acc = CorrelationAccumulator(autos + cross, max_lag)
-    for run in runs:
-        mean = _mean(run, names) if remove_mean else 0.0
-        acc.start_trajectory()
-        bounds = np.linspace(0, run.n_frames, n_blocks + 1).astype(int)
-        for b in range(n_blocks):
-            if b:
-                acc.new_block()
-            for block in run.read(names, bounds[b], bounds[b + 1]):
-                acc.add(block - mean)
+    acc = accumulate(CorrelationAccumulator(autos + cross, max_lag), runs, names, n_blocks, remove_mean)
     win = window(window_name, max_lag + 1)
     parts = acc.correlation_parts(biased)
     block_corr = acc.correlation(biased, blocks=True)[:, :n_avg].mean(1)
@@ -267,6 +258,22 @@ def spectrum_of_runs(runs: list[Run], dt_fs: float, averaged: list[str], *, grou
     if eps_inf is not None:
         spec.dielectric = dielectric_route.from_alpha_n(wavenumber, total, eps_inf)
     return spec
+
+
+def accumulate(acc: CorrelationAccumulator, runs: list[Run], names: list[str], n_blocks: int, remove_mean: bool,
+               transform=None) -> CorrelationAccumulator:
+    """Feed the series ``names`` of every run, in ``n_blocks`` time blocks per run, to ``acc`` (each run's mean
+    removed if ``remove_mean``; ``transform(chunk)`` maps chunks to the accumulator's columns)."""
+    for run in runs:
+        mean = _mean(run, names) if remove_mean else 0.0
+        acc.start_trajectory()
+        bounds = np.linspace(0, run.n_frames, n_blocks + 1).astype(int)
+        for b in range(n_blocks):
+            if b:
+                acc.new_block()
+            for block in run.read(names, bounds[b], bounds[b + 1]):
+                acc.add(block - mean if transform is None else transform(block - mean))
+    return acc
 
 
 def _mean(run: Run, names: list[str]) -> np.ndarray:

@@ -98,15 +98,8 @@ def committee_spectrum(member_dmdt, dt_fs: float, temperature_K: float | Sequenc
     if eps_inf is not None:
         eps_inf = checks.eps_inf(eps_inf)
     members, means = _as_runs(member_dmdt, mean_dmdt)
-    try:
-        temps = np.broadcast_to(np.asarray(temperature_K, dtype=object), (len(members),))
-        vols = np.broadcast_to(np.asarray(volume_A3, dtype=object), (len(members),))
-    except ValueError:
-        raise InputError(f"temperature_K and volume_A3: one value, or one per run ({len(members)})") from None
-    temps = [checks.positive_number(t, "temperature_K", "K") for t in temps]
-    vols = [None if v is None else checks.positive_number(v, "volume_A3", "Å³") for v in vols]
-    if len({v is None for v in vols}) > 1:
-        raise InputError("runs with and without a volume cannot be averaged (α n in cm⁻¹ vs cross-section in cm²)")
+    temps, vols = checks.run_conditions(temperature_K, volume_A3, len(members),
+                                        "α n in cm⁻¹ vs cross-section in cm²")
     if eps_inf is not None and vols[0] is None:
         raise InputError("eps_inf (ε∞) needs α n in cm⁻¹, i.e. a volume_A3 (Å³)")
     nyquist = 1.0 / (2.0 * units.C_CM_PER_FS * dt)

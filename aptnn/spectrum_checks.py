@@ -33,6 +33,21 @@ def positive_number(value, what: str, unit: str = "", source: str | None = None)
     return x
 
 
+def run_conditions(temperature_K, volume_A3, n_runs: int, mixed: str) -> tuple[list[float], list[float | None]]:
+    """Per-run temperatures (K) and volumes (Å³ or None) from one value or one per run each; ``mixed``: why
+    runs with and without a volume cannot be averaged (the error's wording)."""
+    try:
+        temps = np.broadcast_to(np.asarray(temperature_K, dtype=object), (n_runs,))
+        vols = np.broadcast_to(np.asarray(volume_A3, dtype=object), (n_runs,))
+    except ValueError:
+        raise InputError(f"temperature_K and volume_A3: one value, or one per run ({n_runs})") from None
+    temps = [positive_number(t, "temperature_K", "K") for t in temps]
+    vols = [None if v is None else positive_number(v, "volume_A3", "Å³") for v in vols]
+    if len({v is None for v in vols}) > 1:
+        raise InputError(f"runs with and without a volume cannot be averaged ({mixed})")
+    return temps, vols
+
+
 def whole_number(value, what: str, minimum: int = 1, maximum: int | None = None) -> int:
     """``value`` as an int in [minimum, maximum]; floats with a fractional part, bools and NaN are refused."""
     if isinstance(value, float) and value.is_integer():
