@@ -36,22 +36,39 @@ It is 0 for ν̃ ≥ ν̃₀ and NaN at ν̃ = 0 (the Rayleigh line is not repre
 Several runs (a list of arrays) are independent trajectories: correlations pooled per lag as in
 :mod:`aptnn.spectrum`, each run's share transformed with its own β, V and factors. Correlation, windows, padding, block
 errors and checks are those of the IR spectrum (:mod:`aptnn.correlation`, :mod:`aptnn.spectrum`).
+
+Stream files (:mod:`aptnn.io.stream`) carry dα/dt as the optional dataset ``/dAdt`` (n_frames, n_series, 6), Voigt
+order, e·Å²/(V·fs): :func:`compute_raman` reads it as :func:`aptnn.spectrum.compute_spectrum` reads ``/dMdt``
+(``aptnn spectrum --raman``).
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
+from scipy import signal
 
 from aptnn import spectrum_checks as checks
 from aptnn import units
 from aptnn.correlation import CorrelationAccumulator
 from aptnn.errors import InputError
-from aptnn.spectrum import QCFS, REQUIRED_WAVENUMBER, WINDOWS, Run, accumulate, line_shape, qcf_factor, window
+from aptnn.io.stream import read_chunks, read_info
+from aptnn.spectrum import (
+    QCFS,
+    REQUIRED_WAVENUMBER,
+    WINDOWS,
+    Run,
+    accumulate,
+    line_shape,
+    qcf_factor,
+    select_series,
+    window,
+)
 
-__all__ = ["FORMS", "POLARISATIONS", "VOIGT", "RamanSpectrum", "absolute_factor", "as_voigt", "invariant_components",
-           "raman_of_runs", "raman_spectrum"]
+__all__ = ["FORMS", "POLARISATIONS", "VOIGT", "RamanSpectrum", "absolute_factor", "as_voigt", "compute_raman",
+           "invariant_components", "raman_of_runs", "raman_spectrum"]
 
 VOIGT = ((0, 0), (1, 1), (2, 2), (1, 2), (0, 2), (0, 1))   # (xx, yy, zz, yz, xz, xy)
 FORMS = ("reduced", "absolute")
@@ -62,6 +79,11 @@ _MIX = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 4.0 / 45.0], [0.0, 3.0 / 45.0]])
 _UNITS = {"reduced": ("reduced_raman", "A4_amu-1_per_cm-1"),
           "absolute": ("raman_cross_section", "cm2_sr-1_per_cm-1"),
           "absolute_volume": ("raman_scattering_coefficient", "cm-1_sr-1_per_cm-1")}
+#: the plot shows ρ only where VV is at least this fraction of its maximum
+RHO_SHOWN = 0.02
+#: the CSV unit suffixes as the summary and plot write them
+_READABLE = {"A4_amu-1_per_cm-1": "Å⁴·amu⁻¹ per cm⁻¹", "cm2_sr-1_per_cm-1": "cm²·sr⁻¹ per cm⁻¹",
+             "cm-1_sr-1_per_cm-1": "cm⁻¹·sr⁻¹ per cm⁻¹"}
 
 
 @dataclass
@@ -83,6 +105,21 @@ class RamanSpectrum:
     laser_nm: float | None = None
     n_blocks: int = 1
     units: dict[str, str] = field(default_factory=dict)
+    series: list[str] = field(default_factory=lambda: ["total"])
+
+    @property
+    def label(self) -> str:
+        """What the spectra are of: one series' name, or "mean of bead0…bead3" for several."""
+        if len(self.series) == 1:
+            return self.series[0]
+        if len(self.series) == 2:
+            return f"mean of {self.series[0]}, {self.series[1]}"
+        return f"mean of {self.series[0]}…{self.series[-1]}"
+
+    @property
+    def readable_unit(self) -> str:
+        """The unit as text (Å⁴·amu⁻¹ per cm⁻¹, cm²·sr⁻¹ per cm⁻¹ or cm⁻¹·sr⁻¹ per cm⁻¹)."""
+        return _READABLE.get(self.unit, self.unit)
 
     @property
     def unpolarized(self) -> np.ndarray:
@@ -99,9 +136,84 @@ class RamanSpectrum:
         return cols
 
     def write_csv(self, path) -> None:
-        """One header line (the :meth:`columns` names), then one row per wavenumber."""
+        """One header line (the :meth:`columns` names), then one row per wavenumber (written to ``path.part``
+        and renamed, so a reader never sees half a table)."""
         cols = self.columns()
-        np.savetxt(path, np.column_stack(list(cols.values())), delimiter=",", header=",".join(cols), comments="")
+        tmp = f"{path}.part"
+        np.savetxt(tmp, np.column_stack(list(cols.values())), delimiter=",", header=",".join(cols), comments="")
+        os.replace(tmp, path)
+
+    def peaks(self, name: str = "vv", count: int = 6, min_wavenumber: float = 50.0,
+              min_prominence: float = 0.03) -> list[float]:
+        """Wavenumbers (cm⁻¹) of at most ``count`` maxima of spectrum ``name``, ascending: the most prominent above
+        ``min_wavenumber`` (cm⁻¹) with a prominence of at least ``min_prominence`` × its maximum there (as
+        :meth:`aptnn.spectrum.Spectrum.peaks`)."""
+        sel = (self.wavenumber >= min_wavenumber) & np.isfinite(getattr(self, name))
+        values = getattr(self, name)[sel]
+        if values.size < 3:
+            return []
+        idx, props = signal.find_peaks(values, prominence=0)
+        scale = float(np.max(values))
+        if scale <= 0:
+            return []
+        keep = props["prominences"] >= min_prominence * scale
+        idx, prom = idx[keep], props["prominences"][keep]
+        best = idx[np.argsort(prom)[::-1][:count]]
+        return sorted(float(v) for v in self.wavenumber[sel][best])
+
+    def summary(self) -> str:
+        """One line: form and unit, the series, the VV peaks (cm⁻¹) with the depolarisation ratio ρ at each."""
+        parts = []
+        for p in self.peaks():
+            k = int(np.argmin(np.abs(self.wavenumber - p)))
+            rho = self.depolarization[k]
+            parts.append(f"{p:.0f} (ρ {rho:.2f})" if np.isfinite(rho) else f"{p:.0f}")
+        laser = f", laser {self.laser_nm:g} nm" if self.form == "absolute" else ""
+        return (f"Raman {self.form} ({self.label}{laser}; {self.readable_unit}): VV peaks at "
+                f"{', '.join(parts) or 'none'} cm⁻¹")
+
+    def plot(self, path, title: str = "", max_wavenumber: float | None = None) -> dict:
+        """PNG: VV (± block s.e.), VH and iso in the spectra's unit, and the depolarisation ratio ρ = VH/VV on a
+        second panel (where VV ≥ RHO_SHOWN × its maximum; the 3/4 limit dotted), on wavenumbers up to
+        ``max_wavenumber`` (cm⁻¹). Returns what was drawn."""
+        if max_wavenumber is not None:
+            max_wavenumber = checks.positive_number(max_wavenumber, "maximum wavenumber (--max-wavenumber)", "cm⁻¹")
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        end = float(self.wavenumber[-1])
+        hi = end if max_wavenumber is None else min(max_wavenumber, end)
+        shown = self.wavenumber <= hi
+        x = self.wavenumber[shown]
+        fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 6), dpi=120, sharex=True,
+                                          gridspec_kw={"height_ratios": [3, 1]})
+        top.plot(x, self.vv[shown], "k-", lw=1.2, label="VV (polarised)")
+        err = self.error["vv"][shown]
+        if np.isfinite(err).any():
+            top.fill_between(x, self.vv[shown] - err, self.vv[shown] + err, color="0.6", alpha=0.5, lw=0,
+                             label=f"± s.e. ({self.n_blocks} blocks)")
+        top.plot(x, self.vh[shown], color="tab:red", lw=1.0, label="VH (depolarised)")
+        top.plot(x, self.iso[shown], color="tab:blue", lw=0.8, ls="--", label="isotropic")
+        top.set_ylabel(f"Raman {self.form} / {self.readable_unit}")
+        top.set_title(title or f"Raman ({self.label})")
+        legend = top.legend(fontsize=8)
+        strong = self.vv[shown] >= RHO_SHOWN * np.nanmax(self.vv[shown])   # ρ of noise is no information
+        bottom.plot(x, np.where(strong, self.depolarization[shown], np.nan), color="tab:green", lw=1.0,
+                    label=f"ρ where VV ≥ {RHO_SHOWN:.0%} of its maximum")
+        bottom.axhline(0.75, color="0.5", lw=0.8, ls=":")
+        bottom.legend(fontsize=8, loc="upper right")
+        bottom.set_ylim(-0.05, 1.0)
+        bottom.set_ylabel("ρ = VH/VV")
+        bottom.set_xlabel("wavenumber ν̃ / cm⁻¹")
+        bottom.set_xlim(0, hi)
+        fig.tight_layout()
+        fig.savefig(path)
+        info = {"legend": [t.get_text() for t in legend.get_texts()], "panels": 2,
+                "xlim": tuple(float(v) for v in top.get_xlim())}
+        plt.close(fig)
+        return info
 
 
 def as_voigt(dadt, label: str = "dα/dt") -> np.ndarray:
@@ -193,7 +305,8 @@ def raman_of_runs(runs: list[Run], dt_fs: float, *, max_lag: int, n_blocks: int,
     return RamanSpectrum(wavenumber, **names, depolarization=rho, error=dict(zip(POLARISATIONS, errors)), form=form,
                          quantity=quantity, unit=unit, laser_nm=laser_nm, n_blocks=nb,
                          units={"wavenumber": "cm^-1", **{n: unit for n in POLARISATIONS},
-                                "depolarization": "dimensionless", "dadt": units.POLARIZABILITY_DERIVATIVE})
+                                "depolarization": "dimensionless", "dadt": units.POLARIZABILITY_DERIVATIVE},
+                         series=series)
 
 
 def _array_run(label: str, voigt: np.ndarray, temperature_K: float, volume_A3: float | None) -> Run:
@@ -221,12 +334,7 @@ def raman_spectrum(dadt, dt_fs: float, temperature_K: float | Sequence[float], *
     max_lag_fs, _, _, n_blocks, pad = checks.check_options(
         max_lag_fs=max_lag_fs, window_name=window_name, qcf=qcf, temperature_K=None, volume_A3=None,
         n_blocks=n_blocks, pad=pad, chunk=CHUNK, windows=WINDOWS, qcfs=QCFS)
-    if form not in FORMS:
-        raise InputError(f"unknown Raman form {form!r}; choose from {', '.join(FORMS)}")
-    if form == "absolute":
-        if laser_nm is None:
-            raise InputError("the absolute Raman form needs the excitation wavelength laser_nm (nm)")
-        laser_nm = checks.positive_number(laser_nm, "laser wavelength (laser_nm)", "nm")
+    laser_nm = _check_form(form, laser_nm)
     dt = checks.positive_number(dt_fs, "time step dt_fs", "fs")
     arrays = list(dadt) if isinstance(dadt, (list, tuple)) else [dadt]
     if not arrays:
@@ -242,3 +350,85 @@ def raman_spectrum(dadt, dt_fs: float, temperature_K: float | Sequence[float], *
     runs = [_array_run(label, a, t, v) for label, a, t, v in zip(labels, arrays, temps, vols)]
     return raman_of_runs(runs, dt, max_lag=max_lag, n_blocks=n_blocks, window_name=window_name, qcf=qcf,
                          biased=biased, remove_mean=remove_mean, pad=pad, form=form, laser_nm=laser_nm)
+
+
+def _check_form(form: str, laser_nm) -> float | None:
+    """The checked laser wavelength (nm) for ``form`` (None for the reduced form, which ignores it)."""
+    if form not in FORMS:
+        raise InputError(f"unknown Raman form {form!r}; choose from {', '.join(FORMS)}")
+    if form == "absolute":
+        if laser_nm is None:
+            raise InputError("the absolute Raman form needs the excitation wavelength laser_nm (nm)")
+        return checks.positive_number(laser_nm, "laser wavelength (laser_nm, --laser-nm)", "nm")
+    return laser_nm
+
+
+def file_run(path: str, n_frames: int, temperature_K: float, volume_A3: float | None, chunk: int) -> Run:
+    """A :class:`~aptnn.spectrum.Run` reading the ``/dAdt`` dataset (e·Å²/(V·fs), Voigt) of the stream ``path``."""
+    def read(names, start, stop):
+        for _, block in read_chunks(path, names, chunk, start, stop, dataset="dAdt"):
+            yield block
+    return Run(path, n_frames, temperature_K, volume_A3, read)
+
+
+def compute_raman(paths: Sequence[str | os.PathLike], *, max_lag_fs: float = 2000.0, window_name: str = "hann",
+                  qcf: str = "harmonic", temperature_K: float | None = None, volume_A3: float | None = None,
+                  series: list[str] | None = None, n_blocks: int | None = None, biased: bool = False,
+                  remove_mean: bool = True, pad: int = 4, chunk: int = CHUNK,
+                  required_wavenumber: float = REQUIRED_WAVENUMBER, form: str = "reduced",
+                  laser_nm: float | None = None) -> RamanSpectrum:
+    """Raman spectra from the ``/dAdt`` (dα/dt, e·Å²/(V·fs)) of one or several stream files (independent
+    trajectories, correlations pooled per lag), as :func:`aptnn.spectrum.compute_spectrum` computes the IR spectrum
+    from ``/dMdt``: the same options, checks and units (``max_lag_fs`` fs, ``temperature_K`` K and ``volume_A3`` Å³
+    overriding every file's, ``series`` glob patterns averaged, default total else centroid, ``n_blocks`` per file,
+    ``required_wavenumber`` cm⁻¹). ``form``: ``reduced`` (Å⁴·amu⁻¹ per cm⁻¹) or ``absolute`` (needs ``laser_nm``,
+    nm; cm²·sr⁻¹ per cm⁻¹, or cm⁻¹·sr⁻¹ per cm⁻¹ with a volume). A file without ``/dAdt`` is an
+    :class:`InputError` naming it; every input is checked before any frame is read.
+    """
+    max_lag_fs, temperature_K, volume_A3, n_blocks, pad = checks.check_options(
+        max_lag_fs=max_lag_fs, window_name=window_name, qcf=qcf, temperature_K=temperature_K,
+        volume_A3=volume_A3, n_blocks=n_blocks, pad=pad, chunk=chunk, windows=WINDOWS, qcfs=QCFS)
+    laser_nm = _check_form(form, laser_nm)
+    if not paths:
+        raise InputError("no stream file given")
+    paths = [str(p) for p in paths]
+    infos = [read_info(p) for p in paths]
+    for path, info in zip(paths, infos):
+        if not info.has_dadt:
+            raise InputError("no dataset 'dAdt' (dα/dt): a Raman spectrum needs the polarizability derivatives, "
+                             "and this stream holds only dM/dt (IR)", path)
+    first = infos[0]
+    compared = [[s for s in info.series if not checks.is_member(s)] for info in infos]
+    for path, info, names in zip(paths, infos, compared):
+        if names != compared[0]:
+            raise InputError(f"series {info.series} differ from {first.series} of {paths[0]}", path)
+    if form == "absolute":
+        if volume_A3 is None:
+            with_v = [p for p, info in zip(paths, infos) if info.volume_A3 is not None]
+            without = [p for p, info in zip(paths, infos) if info.volume_A3 is None]
+            if with_v and without:
+                raise InputError(f"no volume_A3 (open boundaries: cross-section per system in cm²·sr⁻¹) while "
+                                 f"{with_v[0]} has one (scattering coefficient in cm⁻¹·sr⁻¹): the two cannot be "
+                                 "averaged; pass --volume (Å³) to use one volume for all files, or give files of "
+                                 "one kind", without[0])
+        conditions = checks.file_conditions(paths, infos, temperature_K, volume_A3)
+    else:  # reduced spectra do not depend on the volume: only the temperatures are checked and used
+        conditions = [(t, None) for t, _ in checks.file_conditions(paths, infos, temperature_K, 1.0)]
+    dt = checks.time_step(paths[0], first)
+    nyquist = 1.0 / (2.0 * units.C_CM_PER_FS * dt)
+    if nyquist < required_wavenumber:
+        raise InputError(f"sampled every {dt:g} fs, which represents only up to {nyquist:.0f} cm⁻¹ (not "
+                         f"{required_wavenumber:g}): bands above alias into the spectrum; sample more often, or "
+                         f"accept the range explicitly (--max-wavenumber {int(nyquist)})", paths[0])
+    frames = []
+    for path, info in zip(paths, infos):
+        step = checks.time_step(path, info)
+        if not np.isclose(step, dt, rtol=1e-6):
+            raise InputError(f"time step {step} fs differs from {dt} fs of {paths[0]}", path)
+        frames.append(checks.frame_count(path, step, chunk))
+    max_lag, n_blocks = checks.sizes(paths, frames, dt, max_lag_fs, n_blocks, pad)
+    averaged = select_series(first.series, series)
+    runs = [file_run(p, n, t, v, chunk) for p, n, (t, v) in zip(paths, frames, conditions)]
+    return raman_of_runs(runs, dt, max_lag=max_lag, n_blocks=n_blocks, window_name=window_name, qcf=qcf,
+                         biased=biased, remove_mean=remove_mean, pad=pad, form=form, laser_nm=laser_nm,
+                         series=averaged)

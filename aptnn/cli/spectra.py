@@ -1,17 +1,68 @@
-"""``aptnn spectrum | merge``: IR spectra from dM/dt stream files, and joining the parts of one run."""
+"""``aptnn spectrum | merge``: IR (or, with ``--raman``, Raman) spectra from stream files, and joining the parts of
+one run."""
 from __future__ import annotations
 
 import click
+from click.core import ParameterSource
 
 from aptnn.cli.errors import run_command
 
+#: options of the IR spectrum only (refused with --raman), and of the Raman spectra only (refused without it)
+IR_ONLY = ("no_decompose", "no_members", "model_band_scale", "eps_inf")
+RAMAN_ONLY = ("raman_form", "laser_nm")
+
+
+def _flag(ctx: click.Context, name: str) -> str:
+    return next(p.opts[0] for p in ctx.command.params if p.name == name)
+
+
+def check_mode(ctx: click.Context, kwargs: dict) -> None:
+    """One :class:`click.UsageError` for options that do not fit the spectrum asked for (IR or --raman)."""
+    given = {name for name in kwargs if ctx.get_parameter_source(name) not in (ParameterSource.DEFAULT, None)}
+    if kwargs["raman"]:
+        wrong = [_flag(ctx, n) for n in IR_ONLY if n in given]
+        if wrong:
+            raise click.UsageError(f"{', '.join(wrong)}: only for the IR spectrum, not with --raman", ctx)
+        if kwargs["raman_form"] == "absolute" and kwargs["laser_nm"] is None:
+            raise click.UsageError("--raman-form absolute needs --laser-nm (the excitation wavelength in nm)", ctx)
+    else:
+        wrong = [_flag(ctx, n) for n in RAMAN_ONLY if n in given]
+        if wrong:
+            raise click.UsageError(f"{', '.join(wrong)}: only with --raman (Raman spectra from /dAdt)", ctx)
+
+
+def run_raman(streams, output, plot, max_lag, window_name, qcf, temperature, volume, series, blocks, biased,
+              keep_mean, pad, max_wavenumber, raman_form, laser_nm):
+    """``aptnn spectrum --raman``: the Raman spectra of ``streams`` (their ``/dAdt``) into the CSV ``output`` (and
+    the PNG ``plot``)."""
+    from aptnn.raman import compute_raman
+    from aptnn.spectrum import REQUIRED_WAVENUMBER
+    from aptnn.spectrum_checks import positive_number
+
+    positive_number(max_wavenumber, "maximum wavenumber (--max-wavenumber)", "cm⁻¹")
+    spec = compute_raman(list(streams), max_lag_fs=max_lag, window_name=window_name, qcf=qcf,
+                         temperature_K=temperature, volume_A3=volume, series=list(series) or None, n_blocks=blocks,
+                         biased=biased, remove_mean=not keep_mean, pad=pad,
+                         required_wavenumber=min(REQUIRED_WAVENUMBER, max_wavenumber), form=raman_form,
+                         laser_nm=laser_nm)
+    spec.write_csv(output)
+    if plot:
+        spec.plot(plot, title=", ".join(streams), max_wavenumber=max_wavenumber)
+    click.echo(f"{spec.summary()}; wrote {output}" + (f" and {plot}" if plot else ""))
+    return spec
+
 
 def run_spectrum(streams, output, plot, max_lag, window_name, qcf, temperature, volume, series, blocks, biased,
-                 keep_mean, pad, no_decompose, max_wavenumber, no_members, model_band_scale, eps_inf):
-    """``aptnn spectrum``: the IR spectrum of ``streams`` into the CSV ``output`` (and the PNG ``plot``)."""
+                 keep_mean, pad, no_decompose, max_wavenumber, no_members, model_band_scale, eps_inf, raman=False,
+                 raman_form="reduced", laser_nm=None):
+    """``aptnn spectrum``: the IR spectrum of ``streams`` into the CSV ``output`` (and the PNG ``plot``); with
+    ``raman`` the Raman spectra (:func:`run_raman`)."""
     from aptnn.spectrum import REQUIRED_WAVENUMBER, compute_spectrum
     from aptnn.spectrum_checks import positive_number
 
+    if raman:
+        return run_raman(streams, output, plot, max_lag, window_name, qcf, temperature, volume, series, blocks,
+                         biased, keep_mean, pad, max_wavenumber, raman_form, laser_nm)
     positive_number(max_wavenumber, "maximum wavenumber (--max-wavenumber)", "cm⁻¹")
     spec = compute_spectrum(list(streams), max_lag_fs=max_lag, window_name=window_name, qcf=qcf,
                             temperature_K=temperature, volume_A3=volume, series=list(series) or None,
@@ -32,9 +83,10 @@ def run_spectrum(streams, output, plot, max_lag, window_name, qcf, temperature, 
               help="CSV, one column per quantity named name_unit: wavenumber_cm-1, total (alpha_n_cm-1, or "
                    "cross_section_cm2 without a volume), ± error, decomposition columns; for a committee also "
                    "member<k>, model_std, stat_std, combined_std (unit of the total); with --eps-inf also "
-                   "eps_real, eps_imag, n, kappa (_dimensionless) and alpha_cm-1.")
+                   "eps_real, eps_imag, n, kappa (_dimensionless) and alpha_cm-1. With --raman: iso, aniso, vv, vh "
+                   "and their _err (unit: see --raman), depolarization_ratio_dimensionless.")
 @click.option("--plot", default=None, help="Also write a PNG plot here (a second panel with α and n when "
-              "--eps-inf is given).")
+              "--eps-inf is given; with --raman VV, VH, iso and a second panel with ρ = VH/VV).")
 @click.option("--max-lag", default=2000.0, show_default=True,
               help="Correlation length in fs, > 0 (resolution ~1/(c·lag)); capped at the shortest file.")
 @click.option("--window", "window_name", default="hann", show_default=True,
@@ -72,6 +124,18 @@ def run_spectrum(streams, output, plot, max_lag, window_name, qcf, temperature, 
               help="ε∞ ≥ 1, the electronic permittivity above the IR bands (dimensionless, e.g. 1.77 for water): "
                    "also ε'(ν̃) by Kramers–Kronig, ε'' = αn/(2πν̃), the refractive index n, the extinction "
                    "coefficient κ and α = 4πν̃κ in cm⁻¹. Needs a volume (α n in cm⁻¹).")
+@click.option("--raman", is_flag=True,
+              help="Raman instead of IR, from each stream's /dAdt: dα/dt in e·Å²/(V·fs), Voigt order xx, yy, zz, "
+                   "yz, xz, xy (streams without it are refused). Gives the isotropic, anisotropic, VV and VH "
+                   "spectra and the depolarisation ratio ρ = VH/VV (dimensionless, 0…3/4). Not with the IR-only "
+                   "--eps-inf, --model-band-scale, --no-members, --no-decompose.")
+@click.option("--raman-form", type=click.Choice(["reduced", "absolute"]), default="reduced", show_default=True,
+              help="With --raman: reduced spectra in Å⁴·amu⁻¹ per cm⁻¹ (no laser or Bose factor; 45·(VV + VH) "
+                   "integrates to the Raman activity), or absolute Stokes cross-sections in cm²·sr⁻¹ per cm⁻¹ "
+                   "(per system; cm⁻¹·sr⁻¹ per cm⁻¹ with a volume), which need --laser-nm.")
+@click.option("--laser-nm", type=float, default=None,
+              help="With --raman-form absolute (required there): the excitation wavelength in nm, > 0 "
+                   "(e.g. 532).")
 def spectrum(**kwargs):
     """IR spectrum from dM/dt stream files (HDF5; several files = independent trajectories, averaged).
 
@@ -82,7 +146,12 @@ def spectrum(**kwargs):
     of the members' spectra (× the calibration uncertainty_scale), next to the statistical block error.
     With --eps-inf, α n is split into α (cm⁻¹) and n by Kramers–Kronig. Prints peak positions and the
     integrated intensity (± model ± statistical for a committee).
+
+    With --raman: Raman spectra from dα/dt (/dAdt, e·Å²/(V·fs)) with the same correlation options, reduced
+    (Å⁴·amu⁻¹ per cm⁻¹) or absolute (--raman-form absolute --laser-nm NM: cm²·sr⁻¹ per cm⁻¹); prints the VV peaks
+    and ρ there.
     """
+    check_mode(click.get_current_context(), kwargs)
     run_command(lambda: run_spectrum(**kwargs))
 
 

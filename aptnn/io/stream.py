@@ -8,6 +8,9 @@ Schema (format ``aptnn-dmdt``, version 1)::
     /volume  float64 (n_frames,)              Å³       optional (a changing cell, NPT): each frame's volume;
                                                        then attr volume_source = frame-mean and readers use
                                                        their mean as volume_A3
+    /dAdt    float64 (n_frames, n_series, 6)  e·Å²/(V·fs)  optional: dα/dt (polarisability derivative) per series,
+                                                       Voigt order xx, yy, zz, yz, xz, xy (attrs units,
+                                                       components); same series and chunking as dMdt (Raman)
     root attrs: format, format_version, dt_fs, temperature_K, volume_A3 (absent: open boundaries),
                 natoms, estimator, model (name + sha256), source, aptnn_version
 
@@ -46,6 +49,7 @@ class StreamInfo:
     model: str | None = None
     source: str | None = None
     extra: dict = field(default_factory=dict)
+    has_dadt: bool = False   # the file holds /dAdt (dα/dt, e·Å²/(V·fs)): a Raman spectrum can be computed
 
 
 def _decode(values) -> list[str]:
@@ -74,7 +78,7 @@ def read_info(path: str | os.PathLike) -> StreamInfo:
     with f:
         _check_layout(f, path)
         attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
-        info = StreamInfo(series=_series_names(f, path))
+        info = StreamInfo(series=_series_names(f, path), has_dadt="dAdt" in f)
         for key in ROOT_ATTRS:
             if key in attrs:
                 value = attrs[key]
@@ -102,6 +106,11 @@ def _check_layout(f: h5py.File, path: str) -> None:
         raise InputError(f"dataset 'dMdt' has shape {d.shape}, expected (n_frames, n_series, 3)", path)
     if t.ndim != 1:
         raise InputError(f"dataset 'time' has shape {t.shape}, expected (n_frames,)", path)
+    if "dAdt" in f:
+        a = f["dAdt"]
+        if a.ndim != 3 or a.shape[1] != d.shape[1] or a.shape[2] != 6:
+            raise InputError(f"dataset 'dAdt' has shape {a.shape}, expected (n_frames, {d.shape[1]}, 6): the "
+                             "series of 'dMdt', Voigt components xx, yy, zz, yz, xz, xy", path)
 
 
 def is_stream_file(path: str | os.PathLike) -> bool:
@@ -114,10 +123,11 @@ def is_stream_file(path: str | os.PathLike) -> bool:
 
 
 def complete_frames(f: h5py.File) -> int:
-    """Frames that both ``dMdt`` and ``time`` (and ``check``) hold, and that a flush confirmed on disk
-    (dataset ``flushed``, written by aptnn after each successful flush; absent in other programs' files)."""
+    """Frames that both ``dMdt`` and ``time`` (and ``check``, ``dAdt``, … where present) hold, and that a flush
+    confirmed on disk (dataset ``flushed``, written by aptnn after each successful flush; absent in other programs'
+    files)."""
     n = min(f["dMdt"].shape[0], f["time"].shape[0])
-    for name in ("check", "kinetic_temperature", "volume"):
+    for name in ("check", "kinetic_temperature", "volume", "dAdt"):
         if name in f:
             n = min(n, f[name].shape[0])
     if "flushed" in f:
@@ -131,25 +141,36 @@ def n_frames(path: str | os.PathLike) -> int:
         return complete_frames(f)
 
 
+#: per-frame, per-series datasets :func:`read_chunks` reads, with their unit
+SERIES_DATASETS = {"dMdt": "e·Å/fs", "dAdt": "e·Å²/(V·fs)"}
+
+
 def read_chunks(path: str | os.PathLike, series: list[str] | None = None, chunk: int = 1 << 18,
-                start: int = 0, stop: int | None = None):
-    """Yield (time [fs], dMdt [e·Å/fs] with shape (n, n_selected, 3)) in chunks of ``chunk`` frames.
+                start: int = 0, stop: int | None = None, dataset: str = "dMdt"):
+    """Yield (time [fs], values) in chunks of ``chunk`` frames: ``dataset`` ``dMdt`` gives dM/dt [e·Å/fs] with
+    shape (n, n_selected, 3), ``dAdt`` dα/dt [e·Å²/(V·fs)] with shape (n, n_selected, 6) (Voigt xx, yy, zz, yz, xz,
+    xy; a file without it is an :class:`InputError`).
 
     Checks values as it goes: NaN/inf is an :class:`InputError` naming the frame.
     """
     path = str(path)
+    if dataset not in SERIES_DATASETS:
+        raise ValueError(f"unknown stream dataset {dataset!r}; choose from {', '.join(SERIES_DATASETS)}")
     info = read_info(path)
+    if dataset == "dAdt" and not info.has_dadt:
+        raise InputError("no dataset 'dAdt' (dα/dt): the stream was written without polarizability derivatives",
+                         path)
     idx = list(range(len(info.series))) if series is None else [info.series.index(s) for s in series]
     with h5py.File(path, "r", swmr=True) as f:
         end = complete_frames(f)
         end = end if stop is None else min(stop, end)
         for s in range(start, end, chunk):
             e = min(s + chunk, end)
-            block = f["dMdt"][s:e][:, idx, :].astype(np.float64)
+            block = f[dataset][s:e][:, idx, :].astype(np.float64)
             t = f["time"][s:e].astype(np.float64)
             bad = ~np.isfinite(block).all(axis=(1, 2)) | ~np.isfinite(t)
             if bad.any():
-                raise InputError("NaN or inf in 'dMdt' or 'time'", path, s + int(np.argmax(bad)))
+                raise InputError(f"NaN or inf in '{dataset}' or 'time'", path, s + int(np.argmax(bad)))
             yield t, block
 
 
@@ -225,6 +246,8 @@ def intact_frames(f: h5py.File, dt_fs: float | None, tail: int = 1 << 16,
         last = t[-1]
     start = max(0, min(keep, n) - tail)
     finite = np.isfinite(f["dMdt"][start:keep]).all(axis=(1, 2))
+    if "dAdt" in f:
+        finite &= np.isfinite(f["dAdt"][start:keep]).all(axis=(1, 2))
     if not finite.all():
         keep = start + int(np.argmin(finite))
     return keep, rows - keep

@@ -15,7 +15,7 @@ from aptnn.io.lock import OutputLock
 from aptnn.io.stream import complete_frames, model_digest, n_frames, read_info
 
 # datasets with one row per frame; the rest is copied as is
-FRAME_DATASETS = ("dMdt", "time", "check", "kinetic_temperature", "volume")
+FRAME_DATASETS = ("dMdt", "time", "check", "kinetic_temperature", "volume", "dAdt")
 
 
 def _copy_layout(src: h5py.File, dst: h5py.File, total: int) -> None:
@@ -73,6 +73,9 @@ def merge_streams(parts: list[str | os.PathLike], output: str | os.PathLike, chu
                              "different models cannot be merged", path)
         if info.source != first.source:
             raise InputError(f"written from {info.source!r}, but {parts[0]} from {first.source!r}", path)
+        if info.has_dadt != first.has_dadt:
+            raise InputError(f"{'has' if info.has_dadt else 'has no'} polarizability derivatives (dAdt), but "
+                             f"{parts[0]} {'has' if first.has_dadt else 'has none'}: parts cannot be merged", path)
         if n == 0:
             raise InputError("part holds no frames", path)
         with h5py.File(path, "r", swmr=True) as f:

@@ -49,6 +49,9 @@ class StreamWriter:
       full, quota) raises :class:`OutputError` and the file keeps the frames of the last good flush.
     * ``checks=K`` adds ``/check`` (n_frames, K) Å, the input fingerprint of each row (:func:`frame_check`),
       which resumes compare to refuse mixing data from another input.
+    * ``polarizability=True`` adds ``/dAdt`` (n_frames, n_series, 6) e·Å²/(V·fs), dα/dt per series in Voigt order
+      (xx, yy, zz, yz, xz, xy) for Raman spectra; :meth:`append` then requires finite ``dadt``. A resume must
+      agree with the file on it (a file with ``/dAdt`` is only continued with dα/dt, and vice versa).
     """
 
     def __init__(self, path: str | os.PathLike, series: list[str], dt_fs: float | None = None,
@@ -56,13 +59,14 @@ class StreamWriter:
                  estimator: str | None = None, model: str | None = None, source: str | None = None,
                  resume: bool = False, overwrite: bool = False, flush_every: float | None = None, chunk: int = 4096,
                  state: dict[str, tuple[int, ...]] | None = None, checks: int = 0, kinetic: bool = False,
-                 volumes: bool = False, **extra):
+                 volumes: bool = False, polarizability: bool = False, **extra):
         self.path = str(path)
         self.series = list(series)
         if flush_every is None:  # seconds; APTNN_FLUSH_SECONDS overrides the default of 5
             flush_every = float(os.environ.get("APTNN_FLUSH_SECONDS", 5.0))
         self.flush_every = flush_every
         self.checks, self.kinetic, self.volumes = checks, kinetic, volumes
+        self.polarizability = bool(polarizability)
         self.file = None
         self.created = False
         self._broken = False
@@ -92,6 +96,11 @@ class StreamWriter:
         d.attrs["convention"] = "dM/dt = sum_i P_i . v_i, P[xi,zeta] = dM_xi/dr_zeta"
         t = f.create_dataset("time", shape=(0,), maxshape=(None,), dtype="f8", chunks=(chunk,))
         t.attrs["units"] = units.TIME
+        if self.polarizability:
+            a = f.create_dataset("dAdt", shape=(0, n, 6), maxshape=(None, n, 6), dtype="f8", chunks=(chunk, n, 6))
+            a.attrs["units"] = units.POLARIZABILITY_DERIVATIVE
+            a.attrs["components"] = "xx,yy,zz,yz,xz,xy"
+            a.attrs["meaning"] = "d(alpha)/dt per series: time derivative of the polarizability, Voigt order"
         f.create_dataset("flushed", data=np.zeros(1, dtype=np.int64)).attrs["meaning"] = \
             "frames confirmed on disk by the last successful flush"
         if self.checks:
@@ -129,6 +138,7 @@ class StreamWriter:
         self._check = f.get("check")
         self._kinetic = f.get("kinetic_temperature")
         self._volume = f.get("volume")
+        self._dadt = f.get("dAdt")
 
     def _open_existing(self, dt_fs, source, model, extra=None):
         info = read_info(self.path)
@@ -153,6 +163,11 @@ class StreamWriter:
             if self.checks and "check" not in f:
                 raise OutputError("cannot resume: file has no input fingerprints (written by another program or "
                                   "an older aptnn); use overwrite, or another output", self.path)
+            if self.polarizability != ("dAdt" in f):
+                has = "has" if "dAdt" in f else "has no"
+                run = "without" if "dAdt" in f else "with"
+                raise OutputError(f"cannot resume: file {has} polarizability derivatives (dAdt), this run is {run} "
+                                  "them (use the same setting, overwrite, or another output)", self.path)
             n, dropped = intact_frames(f, info.dt_fs)
         if dropped:
             warnings.warn(f"{self.path}: {dropped} frame(s) at the end were not intact (failed write or crash) "
@@ -178,7 +193,7 @@ class StreamWriter:
             self.flush()
 
     def _resize(self, n: int) -> None:
-        for d in (self._dmdt, self._time, self._check, self._kinetic, self._volume):
+        for d in (self._dmdt, self._time, self._check, self._kinetic, self._volume, self._dadt):
             if d is not None:
                 d.resize(n, axis=0)
 
@@ -208,7 +223,7 @@ class StreamWriter:
         except (OSError, AttributeError):
             return
         free = st.f_bavail * st.f_frsize
-        row = 8 * (3 * len(self.series) + 1 + self.checks)
+        row = 8 * ((9 if self._dadt is not None else 3) * len(self.series) + 1 + self.checks)
         chunk_rows = self._time.chunks[0] if self._time.chunks else 4096
         pending = row * (self.n_frames - self._flushed_n + 2 * chunk_rows)
         if free < pending + MIN_FREE_BYTES:
@@ -219,15 +234,26 @@ class StreamWriter:
                               f"{MIN_FREE_BYTES / 2**20:.0f} MiB); the file keeps {self._flushed_n} frame(s) and a "
                               "rerun continues it once there is space", self.path)
 
-    def append(self, time_fs, dmdt, check=None, kinetic_K=None, volume_A3=None) -> None:
+    def append(self, time_fs, dmdt, check=None, kinetic_K=None, volume_A3=None, dadt=None) -> None:
         """Append frames: ``time_fs`` (n,) in fs, ``dmdt`` (n, n_series, 3) in e·Å/fs, ``check`` (n, K) Å,
-        ``kinetic_K`` (n,) K (streams made with ``kinetic=True``), ``volume_A3`` (n,) Å³ (``volumes=True``)."""
+        ``kinetic_K`` (n,) K (streams made with ``kinetic=True``), ``volume_A3`` (n,) Å³ (``volumes=True``),
+        ``dadt`` (n, n_series, 6) e·Å²/(V·fs), Voigt xx, yy, zz, yz, xz, xy (required, and finite, exactly when the
+        stream was made with ``polarizability=True``)."""
         time_fs = np.atleast_1d(np.asarray(time_fs, dtype=np.float64))
         dmdt = np.asarray(dmdt, dtype=np.float64).reshape(len(time_fs), len(self.series), 3)
         if self.checks:
             if check is None:
                 raise ValueError("this stream records input fingerprints: pass check")
             check = np.asarray(check, dtype=np.float64).reshape(len(time_fs), self.checks)
+        if self._dadt is not None:
+            if dadt is None:
+                raise ValueError("this stream records polarizability derivatives (dAdt): pass dadt")
+            dadt = np.asarray(dadt, dtype=np.float64).reshape(len(time_fs), len(self.series), 6)
+            if not np.isfinite(dadt).all():
+                bad = int(np.argmax(~np.isfinite(dadt).all(axis=(1, 2))))
+                raise ValueError(f"NaN or inf in dadt (row {bad} of this append, frame {self.n_frames + bad})")
+        elif dadt is not None:
+            raise ValueError("this stream has no polarizability derivatives: create it with polarizability=True")
         n0, n1 = self.n_frames, self.n_frames + len(time_fs)
         with self._writing():
             self._resize(n1)
@@ -239,6 +265,8 @@ class StreamWriter:
                 self._kinetic[n0:n1] = np.full(len(time_fs), np.nan) if kinetic_K is None else kinetic_K
             if self._volume is not None:
                 self._volume[n0:n1] = np.full(len(time_fs), np.nan) if volume_A3 is None else volume_A3
+            if self._dadt is not None:
+                self._dadt[n0:n1] = dadt
         self.n_frames = n1
         if _time.monotonic() - self._last_flush >= self.flush_every:
             self.flush()
