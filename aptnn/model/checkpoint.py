@@ -7,7 +7,8 @@ Layout (a plain dict, loadable with ``torch.load(weights_only=True)``)::
     aptnn_version   version string of the writer
     committee_kind  "full" (independent networks) or "heads" (shared trunk, one readout head per member);
                     absent in files written before aptnn had heads: read as "full"
-    config          JSON of ModelConfig (species, cutoff Å, irreps sizes, normalisation in e, units)
+    config          JSON of ModelConfig (species, cutoff Å, irreps sizes, normalisation in e, units); the keys
+                    ``targets`` and ``pgt_irrep_scale`` (e·Å/V) only for models with a PGT readout
     training        JSON with the training settings, data hash, final metrics (RMSE in e) and
                     ``uncertainty_scale`` (dimensionless factor for the committee std; absent: 1.0)
     members         list of state dicts, one per committee member: a whole network ("full") or one head's
@@ -27,7 +28,7 @@ import torch
 from aptnn._version import __version__
 from aptnn.defaults import COMMITTEE_KINDS
 from aptnn.errors import CheckpointError, OutputError
-from aptnn.model.network import APTNetwork, HeadMember, HeadsNetwork, ModelConfig
+from aptnn.model.network import OPTIONAL_CONFIG, APTNetwork, HeadMember, HeadsNetwork, ModelConfig, target_problem
 
 FORMAT = "aptnn-apt-model"
 FORMAT_VERSION = 1
@@ -81,7 +82,8 @@ def save_checkpoint(path: str | os.PathLike, members: list[APTNetwork] | list[He
     ``path`` atomically."""
     kind, trunk, states = committee_weights(members)
     cfg = members.config if isinstance(members, HeadsNetwork) else members[0].config
-    config = dict(cfg.to_dict(), units=UNITS)
+    units = dict(UNITS, pgt="e*angstrom/V, G[xi,eta,zeta] = dalpha_xieta/dr_zeta") if "pgt" in cfg.targets else UNITS
+    config = dict(cfg.to_dict(), units=units)
     payload = {
         "format": FORMAT,
         "format_version": KIND_VERSIONS[kind],
@@ -115,14 +117,17 @@ MAX_MEMBERS = 64
 def check_config(config: object, where: str) -> ModelConfig:
     """A :class:`ModelConfig` from a checkpoint's config dict, or a :class:`CheckpointError` naming ``where``
     and the problem: unknown or missing keys, wrong types, sizes outside :data:`INT_LIMITS`, cutoff outside
-    (0, 20] Å, species not unique atomic numbers, iso_mean / irrep_scale of the wrong length."""
+    (0, 20] Å, species not unique atomic numbers, iso_mean / irrep_scale of the wrong length, targets /
+    pgt_irrep_scale that cannot be built. The optional keys (``targets``, ``pgt_irrep_scale``: absent from
+    checkpoints written before PGT heads and from APT-only ones) take their defaults."""
     def bad(problem: str) -> CheckpointError:
         return CheckpointError(f"{where}: model config: {problem}")
 
     if not isinstance(config, dict):
         raise bad(f"a JSON object expected, got {type(config).__name__}")
     names = [f.name for f in dataclasses.fields(ModelConfig)]
-    unknown, missing = sorted(set(config) - set(names)), [n for n in names if n not in config]
+    unknown = sorted(set(config) - set(names))
+    missing = [n for n in names if n not in config and n not in OPTIONAL_CONFIG]
     if unknown or missing:
         raise bad(", ".join(([f"unknown key(s) {unknown}"] if unknown else [])
                             + ([f"missing key(s) {missing}"] if missing else [])))
@@ -155,7 +160,11 @@ def check_config(config: object, where: str) -> ModelConfig:
         if not isinstance(value, list) or len(value) not in lengths:
             raise bad(f"{key} = {value!r} is not a list of {' or '.join(map(str, lengths))} numbers")
         [number(key, v) for v in value]
-    return ModelConfig(**config)
+    cfg = ModelConfig(**config)
+    problem = target_problem(cfg)
+    if problem:
+        raise bad(problem)
+    return cfg
 
 
 def _check_state(state: object, cfg: ModelConfig, where: str, trunk: bool = True, head: bool = True) -> None:
@@ -169,8 +178,10 @@ def _check_state(state: object, cfg: ModelConfig, where: str, trunk: bool = True
         expected.update({"embedding.weight": (cfg.channels, len(cfg.species)), "radial_basis.freq": (cfg.n_radial,)})
         expected.update({f"layers.{k}.radial.0.weight": (cfg.radial_hidden, cfg.n_radial)
                          for k in range(cfg.n_layers)})
-    if head:
+    if head and "apt" in cfg.targets:
         expected.update({"iso_mean": (len(cfg.species),), "component_scale": (9,)})
+    if head and "pgt" in cfg.targets:
+        expected.update({"pgt_scale": (18,)})
     for key, shape in expected.items():
         if key not in state:
             raise CheckpointError(f"{where}: weights lack {key} (config: {cfg.n_layers} layers)")
