@@ -70,3 +70,25 @@ def set_apt(atoms: Atoms, apt: np.ndarray, key: str = APT_KEY) -> None:
     """Store (N, 3, 3) tensors P[i, ξ, ζ] row-major as ``atoms.arrays[key]`` with shape (N, 9)."""
     apt = np.asarray(apt, dtype=float)
     atoms.arrays[key] = apt.reshape(len(atoms), 9).copy()
+
+
+PGT_KEY = "pgt"  # (N, 27) e·Å/V, row-major G[ξ,η,ζ] = ∂α_ξη/∂r_ζ (as aptnn.label.pgt); NaN rows = unlabelled
+
+
+def get_pgt_labels(atoms: Atoms, source: str | None = None, frame: int | None = None
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """Return (G, mask): G with shape (N, 3, 3, 3) in e·Å/V, G[i, ξ, η, ζ] = ∂α_ξη/∂r_iζ, and the labelled-atom
+    mask, as :func:`get_apt` for the ``pgt`` array (N, 27): NaN rows are unlabelled (zeros, False), a frame
+    without the array is entirely unlabelled; a wrong shape or a partly finite row is an :class:`InputError`."""
+    n = len(atoms)
+    if PGT_KEY not in atoms.arrays:
+        return np.zeros((n, 3, 3, 3)), np.zeros(n, dtype=bool)
+    flat = np.asarray(atoms.arrays[PGT_KEY], dtype=float)
+    if flat.shape != (n, 27):
+        raise InputError(f"PGT array '{PGT_KEY}' has shape {flat.shape}, expected ({n}, 27)", source, frame)
+    finite = np.isfinite(flat)
+    partial = finite.any(axis=1) & ~finite.all(axis=1)
+    if partial.any():
+        raise InputError(f"atom {int(np.argmax(partial))} has some but not all 27 PGT components", source, frame)
+    mask = finite.all(axis=1)
+    return np.where(mask[:, None], flat, 0.0).reshape(n, 3, 3, 3), mask
