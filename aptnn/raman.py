@@ -275,19 +275,8 @@ def compute_raman(paths: Sequence[str | os.PathLike], *, max_lag_fs: float = 200
         conditions = checks.file_conditions(paths, infos, temperature_K, volume_A3)
     else:  # reduced spectra do not depend on the volume: only the temperatures are checked and used
         conditions = [(t, None) for t, _ in checks.file_conditions(paths, infos, temperature_K, 1.0)]
-    dt = checks.time_step(paths[0], first)
-    nyquist = 1.0 / (2.0 * units.C_CM_PER_FS * dt)
-    if nyquist < required_wavenumber:
-        raise InputError(f"sampled every {dt:g} fs, which represents only up to {nyquist:.0f} cm⁻¹ (not "
-                         f"{required_wavenumber:g}): bands above alias into the spectrum; sample more often, or "
-                         f"accept the range explicitly (--max-wavenumber {int(nyquist)})", paths[0])
-    frames = []
-    for path, info in zip(paths, infos):
-        step = checks.time_step(path, info)
-        if not np.isclose(step, dt, rtol=1e-6):
-            raise InputError(f"time step {step} fs differs from {dt} fs of {paths[0]}", path)
-        frames.append(checks.frame_count(path, step, chunk))
-    max_lag, n_blocks = checks.sizes(paths, frames, dt, max_lag_fs, n_blocks, pad)
+    dt, frames, max_lag, n_blocks = checks.sampling(paths, infos, required_wavenumber, chunk, max_lag_fs,
+                                                    n_blocks, pad)
     averaged = select_series(first.series, series)
     runs = [file_run(p, n, t, v, chunk) for p, n, (t, v) in zip(paths, frames, conditions)]
     return raman_of_runs(runs, dt, max_lag=max_lag, n_blocks=n_blocks, window_name=window_name, qcf=qcf,

@@ -186,19 +186,8 @@ def compute_spectrum(paths: list[str], *, max_lag_fs: float = 2000.0, window_nam
         raise InputError("--eps-inf (ε∞) needs α n in cm⁻¹, i.e. a volume: the files have no volume_A3 (open "
                          "boundaries give a cross-section); pass --volume (Å³)", paths[0])
     scale = checks.band_scale(paths, infos, model_band_scale) if len(member_series) > 1 else 1.0
-    dt = checks.time_step(paths[0], first)
-    nyquist = 1.0 / (2.0 * units.C_CM_PER_FS * dt)
-    if nyquist < required_wavenumber:
-        raise InputError(f"sampled every {dt:g} fs, which represents only up to {nyquist:.0f} cm⁻¹ (not "
-                         f"{required_wavenumber:g}): bands above alias into the spectrum; sample more often, or "
-                         f"accept the range explicitly (--max-wavenumber {int(nyquist)})", paths[0])
-    frames = []
-    for path, info in zip(paths, infos):
-        step = checks.time_step(path, info)
-        if not np.isclose(step, dt, rtol=1e-6):
-            raise InputError(f"time step {step} fs differs from {dt} fs of {paths[0]}", path)
-        frames.append(checks.frame_count(path, step, chunk))
-    max_lag, n_blocks = checks.sizes(paths, frames, dt, max_lag_fs, n_blocks, pad)
+    dt, frames, max_lag, n_blocks = checks.sampling(paths, infos, required_wavenumber, chunk, max_lag_fs,
+                                                    n_blocks, pad)
     averaged = select_series(first.series, series)
     if len(member_series) == 1:
         warnings.warn(f"{paths[0]}: a single committee member series ({member_series[0]}): no model band (it needs "

@@ -137,6 +137,28 @@ def frame_count(path: str, dt: float, chunk: int) -> int:
     return count
 
 
+def sampling(paths: list[str], infos, required_wavenumber: float, chunk: int, max_lag_fs: float,
+             n_blocks: int | None, pad: int) -> tuple[float, list[int], int, int]:
+    """The files' common time step (fs; its Nyquist wavenumber must reach ``required_wavenumber`` cm⁻¹), their
+    frame counts, and the maximum lag (frames) and number of blocks (:func:`sizes`)."""
+    from aptnn import units
+
+    dt = time_step(paths[0], infos[0])
+    nyquist = 1.0 / (2.0 * units.C_CM_PER_FS * dt)
+    if nyquist < required_wavenumber:
+        raise InputError(f"sampled every {dt:g} fs, which represents only up to {nyquist:.0f} cm⁻¹ (not "
+                         f"{required_wavenumber:g}): bands above alias into the spectrum; sample more often, or "
+                         f"accept the range explicitly (--max-wavenumber {int(nyquist)})", paths[0])
+    frames = []
+    for path, info in zip(paths, infos):
+        step = time_step(path, info)
+        if not np.isclose(step, dt, rtol=1e-6):
+            raise InputError(f"time step {step} fs differs from {dt} fs of {paths[0]}", path)
+        frames.append(frame_count(path, step, chunk))
+    max_lag, n_blocks = sizes(paths, frames, dt, max_lag_fs, n_blocks, pad)
+    return dt, frames, max_lag, n_blocks
+
+
 def sizes(paths: list[str], frames: list[int], dt: float, max_lag_fs: float, n_blocks: int | None,
           pad: int) -> tuple[int, int]:
     """(lags L, blocks per file): L = max_lag_fs/dt frames, at most the shortest file's frames − 1.
