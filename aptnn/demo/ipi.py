@@ -98,9 +98,12 @@ def progress(workdir: str | os.PathLike) -> tuple[int, int]:
     time (ns) of the files in it (i-PI's output and logs, the stream file)."""
     size = latest = 0
     for entry in os.scandir(workdir):
-        if entry.is_file(follow_symlinks=False):
-            st = entry.stat(follow_symlinks=False)
-            size, latest = size + st.st_size, max(latest, st.st_mtime_ns)
+        try:
+            if entry.is_file(follow_symlinks=False):
+                st = entry.stat(follow_symlinks=False)
+                size, latest = size + st.st_size, max(latest, st.st_mtime_ns)
+        except FileNotFoundError:  # removed since it was listed (a writer's lock file, a renamed .part)
+            continue
     return size, latest
 
 
