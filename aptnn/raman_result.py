@@ -9,6 +9,7 @@ import numpy as np
 from scipy import signal
 
 from aptnn import spectrum_checks as checks
+from aptnn.spectrum_result import series_label
 
 POLARISATIONS = ("iso", "aniso", "vv", "vh")
 #: the plot shows ρ only where VV is at least this fraction of its maximum
@@ -42,11 +43,7 @@ class RamanSpectrum:
     @property
     def label(self) -> str:
         """What the spectra are of: one series' name, or "mean of bead0…bead3" for several."""
-        if len(self.series) == 1:
-            return self.series[0]
-        if len(self.series) == 2:
-            return f"mean of {self.series[0]}, {self.series[1]}"
-        return f"mean of {self.series[0]}…{self.series[-1]}"
+        return series_label(self.series)
 
     @property
     def readable_unit(self) -> str:

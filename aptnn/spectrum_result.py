@@ -19,6 +19,15 @@ from aptnn.dielectric import Dielectric
 DEFAULT_MAX_WAVENUMBER = 4500.0
 
 
+
+def series_label(series: list[str]) -> str:
+    """What a spectrum is of: one series' name, or "mean of bead0…bead3" for several."""
+    if len(series) == 1:
+        return series[0]
+    if len(series) == 2:
+        return f"mean of {series[0]}, {series[1]}"
+    return f"mean of {series[0]}…{series[-1]}"
+
 @dataclass
 class Spectrum:
     """A spectrum on a wavenumber grid; ``components`` maps names to arrays in the unit of ``total``.
@@ -57,14 +66,8 @@ class Spectrum:
 
     @property
     def label(self) -> str:
-        """What ``total`` is: one series' name, "mean of bead0…bead3" for several, "total" when unknown."""
-        if not self.series:
-            return "total"
-        if len(self.series) == 1:
-            return self.series[0]
-        if len(self.series) == 2:
-            return f"mean of {self.series[0]}, {self.series[1]}"
-        return f"mean of {self.series[0]}…{self.series[-1]}"
+        """What ``total`` is: :func:`series_label` of the series averaged, "total" when unknown."""
+        return series_label(self.series) if self.series else "total"
 
     @property
     def n_members(self) -> int:
