@@ -17,6 +17,12 @@ alone for P = 1, is the stream's ``estimator`` attribute):
 * ``…/apt-at-centroid``: ``centroid`` is the base estimator with the APT evaluated at the centroid geometry
   r̄ and the centroid velocity v̄ (or centroid increments): a cheaper approximation.
 
+Streamed quantities (the "response" rows): the estimators contract per-atom tensors R_i (…, N, C, 3) with
+vectors (…, N, 3) into rows (n_series, C). C = 3: R_i is the APT (e) and a row is dM/dt (e·Å/fs). C = 9 (a
+model with a PGT head, for Raman): :func:`response` stacks the APT's 3 rows and the PGT's 6 Voigt rows
+∂α_v/∂r_iζ (e·Å/V, v = xx, yy, zz, yz, xz, xy), and :func:`split_rows` gives dM/dt and dα/dt (e·Å²/(V·fs)) back:
+every estimator, interpolation and committee series below works unchanged on either.
+
 Series, in this order: ``bead0``…``bead<P−1>`` (when per-bead series are written), ``centroid`` (``total`` for
 a classical ``aptnn-post`` run), then ``group:<name>`` per atom group (summed over its atoms; of the centroid
 series), then, for a committee model of M ≥ 2 members, ``member0``…``member<M−1>``: each member's own centre
@@ -39,6 +45,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
+from aptnn.keys import VOIGT
 
 BASES = ("velocity", "increment")
 MODES = ("centroid", "apt-at-centroid")
@@ -132,8 +140,23 @@ def kinetic_temperature(numbers: np.ndarray, velocities: np.ndarray) -> float:
 
 
 def contributions(apt: np.ndarray, vectors: np.ndarray) -> np.ndarray:
-    """Per-atom P_i·x_i: APTs (…, N, 3, 3) e times vectors (…, N, 3) → (…, N, 3)."""
+    """Per-atom P_i·x_i: APTs (…, N, 3, 3) e (or response rows (…, N, C, 3)) times vectors (…, N, 3) → (…, N, C)."""
     return np.einsum("...nij,...nj->...ni", apt, vectors)
+
+
+def response(apt: np.ndarray, pgt: np.ndarray | None = None) -> np.ndarray:
+    """The per-atom response rows the estimators contract: APTs (…, N, 3, 3) e alone, or with PGTs
+    (…, N, 3, 3, 3) e·Å/V, G[ξ,η,ζ] = ∂α_ξη/∂r_ζ, → (…, N, 9, 3): the APT's rows, then the PGT's (ξη-symmetrised)
+    rows in Voigt order (:data:`aptnn.keys.VOIGT`)."""
+    if pgt is None:
+        return apt
+    rows = [(pgt[..., i, j, :] + pgt[..., j, i, :]) / 2 for i, j in VOIGT]
+    return np.concatenate([apt, np.stack(rows, axis=-2)], axis=-2)
+
+
+def split_rows(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """Rows (…, C) of the estimators → (dM/dt (…, 3) e·Å/fs, dα/dt (…, 6) e·Å²/(V·fs) Voigt, or None for C = 3)."""
+    return rows[..., :3], (rows[..., 3:] if rows.shape[-1] > 3 else None)
 
 
 def series_sums(per_atom: np.ndarray, groups: dict[str, np.ndarray] | None = None) -> np.ndarray:

@@ -72,7 +72,7 @@ def set_apt(atoms: Atoms, apt: np.ndarray, key: str = APT_KEY) -> None:
     atoms.arrays[key] = apt.reshape(len(atoms), 9).copy()
 
 
-PGT_KEY = "pgt"  # (N, 27) e·Å/V, row-major G[ξ,η,ζ] = ∂α_ξη/∂r_ζ (as aptnn.label.pgt); NaN rows = unlabelled
+PGT_KEY = keys.PGT  # (N, 27) e·Å/V, row-major G[ξ,η,ζ] = ∂α_ξη/∂r_ζ; NaN rows = unlabelled
 
 
 def get_pgt_labels(atoms: Atoms, source: str | None = None, frame: int | None = None

@@ -18,7 +18,15 @@ import numpy as np
 from aptnn import estimators, units
 from aptnn.defaults import APT_INTERVAL_FS
 from aptnn.errors import InputError, OutputError
-from aptnn.estimators import StepEstimator, central_difference, centroid, committee_size, resolve, species_groups
+from aptnn.estimators import (
+    StepEstimator,
+    central_difference,
+    centroid,
+    committee_size,
+    resolve,
+    species_groups,
+    split_rows,
+)
 from aptnn.graph import check_geometry, species_indices
 from aptnn.interpolation import INTERPOLATION, NodeEvaluator, every_from
 from aptnn.io.stream import CHECK_SIZE, frame_check, read_checks
@@ -42,6 +50,7 @@ class PostSettings:
     compile: bool = False  # torch.compile the model (faster per frame after ~10 s of compilation)
     apt_every: int | None = None   # evaluate the network every K-th output frame (None: from apt_every_fs)
     apt_every_fs: float | None = APT_INTERVAL_FS   # … or at least every this many fs (None with K None: every frame)
+    raman: bool | None = None   # also dα/dt (/dAdt, Raman); None: when the model has a PGT head
 
 
 def kinetic_temperature(frame: MDFrame) -> float:
@@ -149,6 +158,7 @@ def run(sources: list[FrameSource], model: str, output: str, settings: PostSetti
     kinetic = float(np.mean([kinetic_temperature(f) for f in firsts])) / len(sources)
     temperature = check_temperature(kinetic, settings.temperature_K, sources[0].path, len(first.atoms))
     predictor = predictor or APTPredictor.load(model, device=device, compile=settings.compile)
+    with_pgt = predictor.streams_pgt(settings.raman)
     nbeads = len(sources)
     est = StepEstimator(name, nbeads, None, group_masks, per_bead=nbeads > 1,
                         centre="centroid" if nbeads > 1 else "total", members=committee_size(predictor))
@@ -156,7 +166,7 @@ def run(sources: list[FrameSource], model: str, output: str, settings: PostSetti
     temperature_source = "given" if settings.temperature_K is not None else "kinetic-mean"
     steps = _lockstep(sources, [itertools.chain([f], s) for f, s in zip(firsts, streams)])
     selected = itertools.islice(steps, 0, None, settings.stride)
-    compute = _Producer(est, predictor, sources[0].path)
+    compute = _Producer(est, predictor, sources[0].path, with_pgt)
     series, label = est.series, est.label
     model_label = predictor.fingerprint or model_fingerprint(model)  # hashed once, when the model was loaded
     first_read = start // settings.stride
@@ -182,17 +192,19 @@ def _estimator(estimator: str):
 
 class _Producer:
     """aptnn-post's side of the estimator core: APTs of steps (batched model calls; the members of a
-    committee first, (M, B, N, 3, 3)), and rows (n_series, 3) e·Å/fs from a step's APTs and velocities (Å/fs)."""
+    committee first, (M, B, N, 3, 3)), and rows (n_series, 3) e·Å/fs from a step's APTs and velocities (Å/fs).
+    ``with_pgt``: response rows (…, N, 9, 3) instead of APTs, rows (n_series, 9): dM/dt then dα/dt (Voigt,
+    e·Å²/(V·fs)), see :func:`aptnn.estimators.response`."""
 
-    def __init__(self, est: StepEstimator, predictor, path: str):
-        self.est, self.predictor, self.path = est, predictor, path
+    def __init__(self, est: StepEstimator, predictor, path: str, with_pgt: bool = False):
+        self.est, self.predictor, self.path, self.with_pgt = est, predictor, path, with_pgt
 
     def _members(self, frames, index: int) -> np.ndarray:
-        """(M, B, N, 3, 3), or (B, N, 3, 3) for a single model."""
+        """(M, B, N, C, 3), or (B, N, C, 3) for a single model (C = 3, or 9 ``with_pgt``)."""
         atoms = [f.atoms for f in frames]
         if self.est.members > 1:
-            return np.stack(self.predictor.predict_members(atoms, self.path, index), axis=1)
-        return np.stack(self.predictor.predict_batch(atoms, self.path, index)[0])
+            return np.stack(self.predictor.predict_members(atoms, self.path, index, self.with_pgt), axis=1)
+        return np.stack(self.predictor.predict_batch(atoms, self.path, index, self.with_pgt)[0])
 
     def apts(self, batch: list[list[MDFrame]], index: int) -> list:
         """APTs of a batch of steps (each the frames of all beads): classical frames go through the model
@@ -296,7 +308,8 @@ def _stream(steps, sources, series, compute, label, model_label, output, setting
                 evaluator = NodeEvaluator(every, lambda items, k: compute.apts([f for f, _ in items], k),
                                           settings.batch_size)
                 writer = _open_writer(output, series, label, model_label, sources, buffer, dt, temperature, natoms,
-                                      settings, every, getattr(compute.predictor, "uncertainty_scale", None))
+                                      settings, every, getattr(compute.predictor, "uncertainty_scale", None),
+                                      compute.with_pgt)
                 stored = writer.n_frames
                 if stored and settings.progress:
                     print(f"aptnn-post: {output} holds {stored} frames: resuming at frame {start + stored} "
@@ -335,7 +348,7 @@ def _output_frames(source: FrameSource, stride: int, frame_range: tuple[int, int
 
 
 def _open_writer(output, series, label, model_label, sources, buffer, dt, temperature, natoms,
-                 settings, every: int, uncertainty_scale: float | None) -> StreamWriter:
+                 settings, every: int, uncertainty_scale: float | None, with_pgt: bool = False) -> StreamWriter:
     atoms = buffer[0][0].atoms
     volume = float(atoms.get_volume()) if atoms.pbc.all() else None
     fd_step = getattr(sources[0], "finite_difference_step_fs", None)
@@ -350,7 +363,7 @@ def _open_writer(output, series, label, model_label, sources, buffer, dt, temper
     return StreamWriter(output, series, dt_fs=dt, temperature_K=temperature, volume_A3=volume, natoms=natoms,
                         estimator=label, model=model_label, source=sources[0].path,
                         resume=not settings.overwrite, overwrite=settings.overwrite, stride=settings.stride,
-                        checks=CHECK_SIZE, kinetic=True, **extra)
+                        checks=CHECK_SIZE, kinetic=True, polarizability=with_pgt, **extra)
 
 
 def _flush(writer, compute, evaluator, buffer, stored: int, index: int, bar, path: str, start: int,
@@ -387,8 +400,9 @@ def _flush(writer, compute, evaluator, buffer, stored: int, index: int, bar, pat
         raise InputError("dM/dt is not finite (NaN/inf velocities or APTs)", path, done[bad][0])
     part = [frames for _, frames, _ in done]
     kinetic = [np.mean([kinetic_temperature(f) for f in b]) / len(b) for b in part]
-    writer.append([b[0].time for b in part], rows, check=[frame_check(b[0].atoms.positions) for b in part],
-                  kinetic_K=kinetic)
+    dmdt, dadt = split_rows(rows)
+    writer.append([b[0].time for b in part], dmdt, check=[frame_check(b[0].atoms.positions) for b in part],
+                  kinetic_K=kinetic, dadt=dadt)
 
 
 def _verify(writer, pos: int, frame: MDFrame, path: str, index: int) -> None:

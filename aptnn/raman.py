@@ -53,6 +53,7 @@ from aptnn import units
 from aptnn.correlation import CorrelationAccumulator
 from aptnn.errors import InputError
 from aptnn.io.stream import read_chunks, read_info
+from aptnn.keys import VOIGT
 from aptnn.raman_result import POLARISATIONS, RamanSpectrum  # noqa: F401 (re-exported)
 from aptnn.spectrum import (
     QCFS,
@@ -69,7 +70,6 @@ from aptnn.spectrum import (
 __all__ = ["FORMS", "POLARISATIONS", "VOIGT", "RamanSpectrum", "absolute_factor", "as_voigt", "compute_raman",
            "invariant_components", "raman_of_runs", "raman_spectrum"]
 
-VOIGT = ((0, 0), (1, 1), (2, 2), (1, 2), (0, 2), (0, 1))   # (xx, yy, zz, yz, xz, xy)
 FORMS = ("reduced", "absolute")
 CHUNK = 1 << 18
 #: rows: iso, aniso, VV, VH as combinations of the (iso, aniso) spectra

@@ -80,6 +80,15 @@ def set_threads(n: int | None) -> None:
         torch.set_num_threads(n)
 
 
+def raman(f):
+    """``--raman/--no-raman``: stream dα/dt (Raman) beside dM/dt; default: when the model has a PGT head."""
+    return click.option("--raman/--no-raman", default=None,
+                        help="Also stream dα/dt, the polarizability's time derivative (/dAdt, e·Å²/(V·fs), Voigt xx, "
+                             "yy, zz, yz, xz, xy) for `aptnn spectrum --raman`, from the model's PGT head (APTs and "
+                             "PGTs in one model call: about 2× the cost of dM/dt alone). Default: whenever the model "
+                             "has a PGT head; --raman with a model without one is an error.")(f)
+
+
 def cell_list(values: tuple[float, ...] | None):
     """``--cell`` as the list the readers take, or None."""
     return list(values) if values else None

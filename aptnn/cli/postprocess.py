@@ -10,7 +10,7 @@ from aptnn.cli.options import set_threads
 
 def run_post(trajectories, model, output, spectrum_csv, plot, stride, groups, batch_size, device, fmt, lammps_units,
              timestep, types, temperature, max_lag, max_wavenumber, estimator, overwrite, threads, quiet,
-             compile_model, distributed, shard_frames, apt_every, apt_every_fs) -> None:
+             compile_model, distributed, shard_frames, apt_every, apt_every_fs, raman=None) -> None:
     """``aptnn post``: stream dM/dt of ``trajectories`` to HDF5, then (``spectrum_csv``/``plot``) the spectrum."""
     from pathlib import Path
 
@@ -25,7 +25,7 @@ def run_post(trajectories, model, output, spectrum_csv, plot, stride, groups, ba
     batch = batch_size or (1 if device == "cpu" else 16)
     settings = PostSettings(stride=stride, batch_size=batch, temperature_K=temperature,
                             overwrite=overwrite, progress=not quiet, compile=compile_model,
-                            apt_every=apt_every, apt_every_fs=apt_every_fs)
+                            apt_every=apt_every, apt_every_fs=apt_every_fs, raman=raman)
 
     def open_sources(path):
         return open_run(path, fmt, lammps_units, types.split() if types else None, timestep)
@@ -76,7 +76,8 @@ def run_post(trajectories, model, output, spectrum_csv, plot, stride, groups, ba
 @click.argument("trajectories", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
 @options.model()
 @click.option("-o", "--output", default=None,
-              help="Stream file (HDF5, dM/dt in e·Å/fs); default TRAJ.dmdt.h5 next to each trajectory.")
+              help="Stream file (HDF5, dM/dt in e·Å/fs, and dα/dt in e·Å²/(V·fs) with a PGT model); default "
+                   "TRAJ.dmdt.h5 next to each trajectory.")
 @click.option("--spectrum", "spectrum_csv", default=None, help="Also compute the IR spectrum into this CSV.")
 @click.option("--plot", default=None, help="Spectrum plot PNG (with --spectrum, or alone).")
 @click.option("--stride", default=1, show_default=True, type=click.IntRange(min=1), help="Evaluate every K-th frame.")
@@ -101,6 +102,7 @@ def run_post(trajectories, model, output, spectrum_csv, plot, stride, groups, ba
 @click.option("--estimator", default="centroid", show_default=True, type=click.Choice(["centroid", "centroid-apt"]),
               help="PIMD centroid series: bead average of Σ P(r_k)·v_k, or the APT at the centroid.")
 @options.apt_every
+@options.raman
 @options.overwrite
 @options.threads()
 @options.quiet

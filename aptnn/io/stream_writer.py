@@ -15,6 +15,7 @@ from aptnn._version import __version__
 from aptnn.errors import OutputError
 from aptnn.io.lock import OutputLock
 from aptnn.io.stream import FORMAT, FORMAT_VERSION, intact_frames, model_digest, read_info
+from aptnn.keys import VOIGT_NAMES
 
 MIN_FREE_BYTES = 16 * 2**20   # a writer stops cleanly when its file system has less free space
 _FAILED: list = []           # writers whose HDF5 file failed (kept alive, never closed)
@@ -99,7 +100,7 @@ class StreamWriter:
         if self.polarizability:
             a = f.create_dataset("dAdt", shape=(0, n, 6), maxshape=(None, n, 6), dtype="f8", chunks=(chunk, n, 6))
             a.attrs["units"] = units.POLARIZABILITY_DERIVATIVE
-            a.attrs["components"] = "xx,yy,zz,yz,xz,xy"
+            a.attrs["components"] = ",".join(VOIGT_NAMES)
             a.attrs["meaning"] = "d(alpha)/dt per series: time derivative of the polarizability, Voigt order"
         f.create_dataset("flushed", data=np.zeros(1, dtype=np.int64)).attrs["meaning"] = \
             "frames confirmed on disk by the last successful flush"

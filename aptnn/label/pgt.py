@@ -31,10 +31,10 @@ from typing import Callable
 import numpy as np
 from ase import Atoms
 
-from aptnn import units
+from aptnn import keys, units
 from aptnn.errors import InputError, LabelError
 
-PGT_KEY = "pgt"  # (N, 27) e·Å/V, row-major G[ξ,η,ζ]
+PGT_KEY = keys.PGT  # (N, 27) e·Å/V, row-major G[ξ,η,ζ]
 
 
 def _pyscf_scf(atoms: Atoms, field, method: str, basis: str):

@@ -24,12 +24,12 @@ from functools import lru_cache
 import torch
 from e3nn import o3
 
+from aptnn.keys import VOIGT
+
 IRREPS_PGT = o3.Irreps("2x1o+1x2o+1x3o")
 #: slices of the 18 irreducible components, one per block (each block gets one normalisation scale)
 BLOCK_SLICES = {"1o_iso": slice(0, 3), "1o_aniso": slice(3, 6), "2o": slice(6, 11), "3o": slice(11, 18)}
 BLOCK_DIMS = (3, 3, 5, 7)
-#: Voigt order of the six independent components of a symmetric 3×3 tensor: xx, yy, zz, yz, xz, xy
-VOIGT = ((0, 0), (1, 1), (2, 2), (1, 2), (0, 2), (0, 1))
 
 
 def pgt_irreps() -> o3.Irreps:

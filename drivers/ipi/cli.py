@@ -82,6 +82,18 @@ def check_species(symbols: list[str], model: str, checkpoint: str, source: str) 
                          f"{[chemical_symbols[z] for z in known]})")
 
 
+def check_targets(raman: bool | None, model: str, checkpoint: str) -> None:
+    """The model must predict APTs, and PGTs with ``--raman``: else an error now, before the MD engine is
+    committed to this client (the worker loads the model only at the first step)."""
+    from aptnn.model.checkpoint import read_config
+
+    targets = list(read_config(checkpoint).targets)
+    for target, why in (("apt", "dM/dt"), ("pgt", "--raman")):
+        if target not in targets and (target == "apt" or raman):
+            raise APTNNError(f"model {model}: {why} needs its {target.upper()} head, but it predicts {targets} only "
+                             f"(train one with --targets apt,pgt)")
+
+
 def read_symbols(structure: str) -> list[str]:
     import ase.io
 
@@ -128,14 +140,16 @@ def read_symbols(structure: str) -> list[str]:
 @click.option("--status-every", default=10.0, show_default=True, type=click.FloatRange(min=0),
               help="Seconds between status lines on stderr (steps received, written, queued); 0: none.")
 @options.apt_every
+@options.raman
 @options.overwrite
 @options.threads(help="torch CPU threads of the model worker (default: all cores).")
 @options.device
 @options.compile_model
 def main(address, model, output, ipi_input, structure, dt, temperature, nbeads, rid_offset, estimator, bec, efield,
          worker_nice, worker, queue_size, connect_timeout, status_every, overwrite, threads, device, compile_model,
-         apt_every, apt_every_fs):
-    """Stream dM/dt (e·Å/fs) of a running i-PI simulation into an HDF5 file, per bead, centroid and element.
+         apt_every, apt_every_fs, raman):
+    """Stream dM/dt (e·Å/fs) of a running i-PI simulation into an HDF5 file, per bead, centroid and element
+    (and dα/dt, e·Å²/(V·fs), for Raman spectra when the model has a PGT head).
 
     Add to the i-PI input an `<ffsocket name='aptnn' mode='unix'><address>NAME</address></ffsocket>` and a
     `<force forcefield='aptnn' weight='1'/>` (the client returns zero forces; weight 0 would never be
@@ -171,9 +185,10 @@ def main(address, model, output, ipi_input, structure, dt, temperature, nbeads, 
             efield=np.array(efield) / units.FIELD_AU_TO_V_PER_ANGSTROM if efield else None,  # V/Å → a.u.
             resume=not overwrite, worker_nice=worker_nice,
             queue_size=queue_size, apt_every=apt_every, apt_every_fs=apt_every_fs,
-            groups=species_groups(symbols), model_label=model_fingerprint(model))
+            groups=species_groups(symbols), model_label=model_fingerprint(model), raman=raman)
         checkpoint = resolve(model)  # a wrong name fails now, not in the worker once i-PI runs
         check_species(symbols, model, str(checkpoint), structure)
+        check_targets(raman, model, str(checkpoint))
         loader = functools.partial(load_predictor, model, device, threads, compile_model)
         predictor = loader() if (bec or efield) else None  # replies need the model in this process
         client = IPIClient(predictor, settings, worker=worker, loader=loader, connect_timeout=connect_timeout,

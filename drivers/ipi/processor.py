@@ -1,4 +1,5 @@
-"""The model side of ``aptnn-ipi``: complete steps → APTs (batched over beads) → dM/dt rows in the stream.
+"""The model side of ``aptnn-ipi``: complete steps → APTs (batched over beads) → dM/dt rows in the stream (and
+dα/dt rows, /dAdt, when the model has a PGT head: see :func:`aptnn.estimators.response`).
 
 Each row of the stream records (``/check``) the fingerprint of the positions of the step that completed it
 (:func:`aptnn.io.stream.frame_check`, Å): the step s1 of an ``increment`` row at (s0 + s1)/2·Δt, the step s2
@@ -16,7 +17,7 @@ import numpy as np
 from ase import Atoms
 
 from aptnn.errors import ClientError  # noqa: F401 (defined in aptnn.errors, re-exported)
-from aptnn.estimators import StepEstimator, committee_size
+from aptnn.estimators import StepEstimator, committee_size, split_rows
 from aptnn.graph import check_geometry
 from aptnn.interpolation import INTERPOLATION, NodeEvaluator, every_from
 from aptnn.io.stream import CHECK_SIZE, frame_check
@@ -50,6 +51,7 @@ class ClientSettings:
     source: str | None = None           # the stream's source attribute (default: i-PI <address>)
     record_volume: bool = False         # a changing cell (NPT): /volume per row, volume_A3 their mean
     record_temperature: bool = False    # steps carry the kinetic temperature (K): /kinetic_temperature per row
+    raman: bool | None = None           # also dα/dt (/dAdt, Raman) from the PGT head; None: if the model has one
 
 
 class StepProcessor:
@@ -72,6 +74,7 @@ class StepProcessor:
         self.ring_last = -1           # newest step whose positions are in state/ring_* (velocity)
         self.evaluator: NodeEvaluator | None = None   # APTs at the nodes, interpolated between (per connection)
         self.every = 1                # K: the network every K steps
+        self.with_pgt = False         # rows carry dα/dt (response rows (…, N, 9, 3), aptnn.estimators.response)
 
     @property
     def predictor(self):
@@ -84,6 +87,8 @@ class StepProcessor:
         if s.dt_fs is None:
             raise ClientError("the time step is unknown: give --dt (fs), --ipi-input, or dt in <parameters>")
         members = committee_size(self.predictor)
+        streams_pgt = getattr(self.predictor, "streams_pgt", None)   # any object with predict_batch is a model
+        self.with_pgt = bool(streams_pgt(s.raman)) if streams_pgt else bool(s.raman)
         estimator = StepEstimator(s.estimator, s.nbeads, s.dt_fs, s.groups, default_base="increment",
                                   members=members, centre=s.centre)
         if s.contracted:  # i-PI sends the centroid alone
@@ -139,8 +144,8 @@ class StepProcessor:
 
             continue_stream(self, pos, cell)  # opens the writer; sets step_offset and the estimator history
         step += self.step_offset
-        if self.estimator.members > 1:
-            apts = None   # the client's replies hold the committee mean: the members are evaluated here
+        if self.estimator.members > 1 or self.with_pgt:
+            apts = None   # the client's replies hold the committee-mean APT: members and PGTs are evaluated here
         if self.evaluator is None:
             self.evaluator = NodeEvaluator(self.every, self._evaluate)
         if self.every > 1:  # interpolated steps never meet the model's checks
@@ -152,18 +157,20 @@ class StepProcessor:
 
     def _evaluate(self, payloads: list, step: int) -> list[np.ndarray]:
         """APTs (e) of steps (geometries, cell, positions to evaluate, APTs the client computed or None):
-        (B, N, 3, 3), or (M, B, N, 3, 3) for a committee of M members."""
+        (B, N, 3, 3), or (M, B, N, 3, 3) for a committee of M members; response rows (…, N, 9, 3) when the
+        stream carries dα/dt."""
         out = []
         engine = self.settings.engine
+        pgt = {"with_pgt": True} if self.with_pgt else {}
         for k, (_, cell, positions, apts, _) in enumerate(payloads):
             if apts is not None:
                 out.append(np.stack(apts))
                 continue
             frames = self._frames(positions, cell)
             if self.estimator.members > 1:
-                out.append(np.stack(self.predictor.predict_members(frames, engine, step + k), 1))
+                out.append(np.stack(self.predictor.predict_members(frames, engine, step + k, **pgt), 1))
             else:
-                out.append(np.stack(self.predictor.predict_batch(frames, engine, step + k)[0]))
+                out.append(np.stack(self.predictor.predict_batch(frames, engine, step + k, **pgt)[0]))
         return out
 
     def _emit(self, step: int, pos: np.ndarray, cell: np.ndarray | None, apt: np.ndarray,
@@ -178,8 +185,9 @@ class StepProcessor:
         with self.protect():
             if out is not None:
                 volume = [abs(np.linalg.det(cell))] if self.writer.volumes and cell is not None else None
-                self.writer.append([out[0]], out[1][None], check=frame_check(pos)[None], volume_A3=volume,
-                                   kinetic_K=None if temperature_K is None else [temperature_K])
+                dmdt, dadt = split_rows(out[1][None])
+                self.writer.append([out[0]], dmdt, check=frame_check(pos)[None], volume_A3=volume,
+                                   kinetic_K=None if temperature_K is None else [temperature_K], dadt=dadt)
                 self.steps_written += 1
             self._save_state()
 
@@ -209,7 +217,8 @@ class StepProcessor:
         volume = float(abs(np.linalg.det(cell))) if cell is not None else None
         b, n = (1 if self.estimator.centroid_only else s.nbeads), len(s.symbols)
         m = (self.estimator.members,) if self.estimator.members > 1 else ()
-        state = {"steps": (2,), "positions": (2, b, n, 3), "apt": (2,) + m + (b, n, 3, 3), "cell": (2, 3, 3)}
+        c = 9 if self.with_pgt else 3   # response rows per atom: APT, or APT and the PGT's Voigt rows
+        state = {"steps": (2,), "positions": (2, b, n, 3), "apt": (2,) + m + (b, n, c, 3), "cell": (2, 3, 3)}
         if self.estimator.base == "velocity":
             ring = s.queue_size + 2
             state.update(ring_steps=(ring,), ring_positions=(ring, b, n, 3), ring_cells=(ring, 3, 3))
@@ -218,7 +227,7 @@ class StepProcessor:
                                    model=s.model_label, source=s.source or f"i-PI {s.address}", resume=s.resume,
                                    overwrite=not s.resume, nbeads=s.nbeads, state=state, checks=CHECK_SIZE,
                                    volumes=s.record_volume and cell is not None, kinetic=s.record_temperature,
-                                   **self._attributes())
+                                   polarizability=self.with_pgt, **self._attributes())
 
     def _attributes(self) -> dict:
         """Stream attributes of the APT evaluation: K and the interpolation, the committee's calibration."""

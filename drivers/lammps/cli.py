@@ -41,15 +41,17 @@ from aptnn.cli import options
 @click.option("--status-every", default=10.0, show_default=True, type=click.FloatRange(min=0),
               help="Seconds between status lines on stderr (steps streamed, written, queued); 0: none.")
 @options.apt_every
+@options.raman
 @options.overwrite
 @options.threads(help="torch CPU threads of the model worker (default: all cores).")
 @options.device
 @options.compile_model
 def main(input_script, model, output, variables, estimator, types, skip_runs, temperature, log,
          screen, lammps_args, worker, queue_size, worker_nice, status_every, apt_every, apt_every_fs, overwrite,
-         threads, device, compile_model):
+         threads, device, compile_model, raman):
     """Run the LAMMPS input IN.lammps (unmodified) and stream dM/dt (e·Å/fs) of every MD step into an HDF5
-    file: IR spectra from LAMMPS with no trajectory on disk (`aptnn spectrum run.dmdt.h5`).
+    file: IR spectra from LAMMPS with no trajectory on disk (`aptnn spectrum run.dmdt.h5`); with a model with a
+    PGT head also dα/dt (e·Å²/(V·fs)) for Raman spectra (`aptnn spectrum run.dmdt.h5 --raman`).
 
     Units come from the input's `units` command (real, metal, si, cgs, electron, micro, nano; lengths to Å, the
     time step to fs), the time step from LAMMPS, the species from the type masses (or `--types "O H"`, one
@@ -69,7 +71,7 @@ def main(input_script, model, output, variables, estimator, types, skip_runs, te
     import functools
 
     from aptnn.cli.errors import fail, start
-    from aptnn.drivers.ipi.cli import check_species
+    from aptnn.drivers.ipi.cli import check_species, check_targets
     from aptnn.drivers.ipi.worker import ClientSettings, load_predictor
     from aptnn.drivers.lammps.session import LammpsStreamer
     from aptnn.errors import APTNNError
@@ -80,6 +82,7 @@ def main(input_script, model, output, variables, estimator, types, skip_runs, te
     streamer = None
     try:
         checkpoint = str(resolve(model))  # a wrong name fails now, before LAMMPS runs
+        check_targets(raman, model, checkpoint)
         settings = ClientSettings(
             address="", output=os.path.abspath(output), symbols=[], estimator=estimator, temperature_K=temperature,
             resume=not overwrite, worker_nice=worker_nice, queue_size=queue_size, apt_every=apt_every,
@@ -87,7 +90,7 @@ def main(input_script, model, output, variables, estimator, types, skip_runs, te
             # the source must not name the input file: a resumed stream must have the same source (the writer
             # refuses another), and a restart runs another input (read_restart instead of read_data and
             # velocity); the positions' fingerprints check that the restart continues this stream
-            source="LAMMPS", record_temperature=temperature is None)
+            source="LAMMPS", record_temperature=temperature is None, raman=raman)
         cmdargs = ["-log", log] + ([] if screen else ["-screen", "none"]) + list(lammps_args)
         loader = functools.partial(load_predictor, model, device, threads, compile_model)
         elements = types.replace(",", " ").split() if types else None

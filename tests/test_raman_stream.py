@@ -1,0 +1,183 @@
+"""dα/dt streamed beside dM/dt by the producers (aptnn-post, the i-PI/LAMMPS step processor) for a model with a
+PGT head: the rows equal Σ_i G_i·v_i computed independently from the model's PGTs, the APT rows are unchanged by
+the extra head, groups and committee members add up, resume continues /dAdt, and `aptnn spectrum --raman` reads
+the result. Models are small random float64 networks (helpers.random_network) saved as real checkpoints."""
+import ase.io
+import h5py
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from helpers import random_network, water_box
+
+from aptnn import units
+from aptnn.cli import main
+from aptnn.drivers.ipi.processor import ClientSettings, StepProcessor
+from aptnn.errors import InputError
+from aptnn.io.stream import read_chunks, read_info
+from aptnn.io.trajectory import open_trajectory
+from aptnn.keys import VOIGT, VOIGT_NAMES
+from aptnn.model.checkpoint import save_checkpoint
+from aptnn.model.network import HeadsNetwork
+from aptnn.post import PostSettings, run
+from aptnn.predict import APTPredictor
+
+DT = 0.5  # fs
+PGT_SCALE = [0.5, 2.0, 1.5, 3.0]
+
+
+def pgt_model(path, targets=("apt", "pgt"), seed=1, members=1):
+    nets = [random_network(targets=list(targets), pgt_irrep_scale=PGT_SCALE, seed=seed + k) for k in range(members)]
+    save_checkpoint(path, nets, {"description": "random test model"})
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def trajectory(tmp_path_factory):
+    """12 frames of 8 waters (24 atoms, periodic) moving with random velocities (Å/fs), extxyz with time."""
+    rng = np.random.default_rng(3)
+    atoms = water_box(2, 3.1, seed=4)
+    vel = rng.normal(scale=0.01, size=(len(atoms), 3))
+    frames = []
+    for k in range(12):
+        a = atoms.copy()
+        a.positions = atoms.positions + k * DT * vel + 0.002 * np.sin(0.7 * k) * rng.normal(size=vel.shape)
+        a.arrays["velocities"] = vel + 0.001 * rng.normal(size=vel.shape)
+        a.info["time"] = k * DT
+        frames.append(a)
+    path = tmp_path_factory.mktemp("traj") / "traj.extxyz"
+    ase.io.write(path, frames, format="extxyz")
+    return str(path), ase.io.read(path, ":")   # as written (8 decimals)
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    d = tmp_path_factory.mktemp("models")
+    return {"both": pgt_model(d / "both.pt"), "apt": pgt_model(d / "apt.pt", ("apt",)),
+            "pgt": pgt_model(d / "pgt.pt", ("pgt",)), "committee": pgt_model(d / "committee.pt", members=2)}
+
+
+def voigt(g_dot_v: np.ndarray) -> np.ndarray:
+    return np.stack([g_dot_v[..., i, j] for i, j in VOIGT], axis=-1)
+
+
+def post(path, model, out, **settings):
+    predictor = APTPredictor.load(model, dtype="float64")
+    return run([open_trajectory(path)], model, str(out), PostSettings(progress=False, apt_every=1, **settings),
+               predictor=predictor)
+
+
+def test_post_dadt_is_the_pgt_contracted_with_the_velocities(trajectory, models, tmp_path):
+    path, frames = trajectory
+    out = post(path, models["both"], tmp_path / "s.h5")
+    info = read_info(out)
+    assert info.has_dadt and info.series[:3] == ["total", "group:O", "group:H"]
+    dadt = next(read_chunks(out, dataset="dAdt"))[1]
+    dmdt = next(read_chunks(out))[1]
+    predictor = APTPredictor.load(models["both"], dtype="float64")
+    symbols = np.array(frames[0].get_chemical_symbols())
+    for k, atoms in enumerate(frames):
+        g = predictor.predict_pgt(atoms)
+        assert np.abs(g.sum(0)).max() < 1e-12                      # the sum rule of the head
+        per_atom = np.einsum("nijk,nk->nij", g, atoms.arrays["velocities"])
+        expected = [voigt(per_atom.sum(0)), voigt(per_atom[symbols == "O"].sum(0)),
+                    voigt(per_atom[symbols == "H"].sum(0))]
+        np.testing.assert_allclose(dadt[k, :3], expected, rtol=1e-10, atol=1e-14)
+        apt = predictor.predict(atoms)
+        np.testing.assert_allclose(dmdt[k, 0], np.einsum("nij,nj->i", apt, atoms.arrays["velocities"]),
+                                   rtol=1e-10, atol=1e-14)
+    assert np.abs(dadt).max() > 1e-6                               # a non-trivial signal
+    with h5py.File(out) as f:
+        assert f["dAdt"].attrs["units"] == units.POLARIZABILITY_DERIVATIVE
+        assert f["dAdt"].attrs["components"] == ",".join(VOIGT_NAMES)
+
+
+def test_no_raman_gives_the_same_dmdt_without_dadt(trajectory, models, tmp_path):
+    path, _ = trajectory
+    with_pgt = post(path, models["both"], tmp_path / "a.h5")
+    without = post(path, models["both"], tmp_path / "b.h5", raman=False)
+    assert not read_info(without).has_dadt
+    np.testing.assert_allclose(next(read_chunks(with_pgt))[1], next(read_chunks(without))[1], rtol=0, atol=1e-15)
+
+
+def test_raman_needs_the_right_heads(trajectory, models, tmp_path):
+    path, _ = trajectory
+    with pytest.raises(InputError, match="not polarisability gradients"):
+        post(path, models["apt"], tmp_path / "a.h5", raman=True)
+    assert not (tmp_path / "a.h5").exists()
+    with pytest.raises(InputError, match="not APTs"):
+        post(path, models["pgt"], tmp_path / "p.h5")
+    assert not read_info(post(path, models["apt"], tmp_path / "ok.h5")).has_dadt   # default: no PGT head, no dAdt
+
+
+def test_committee_members_average_to_the_total(trajectory, models, tmp_path):
+    path, _ = trajectory
+    out = post(path, models["committee"], tmp_path / "c.h5")
+    series = read_info(out).series
+    dadt = next(read_chunks(out, dataset="dAdt"))[1]
+    members = [series.index(f"member{k}") for k in range(2)]
+    np.testing.assert_allclose(dadt[:, members].mean(1), dadt[:, series.index("total")], rtol=1e-10, atol=1e-15)
+    assert np.abs(dadt[:, members[0]] - dadt[:, members[1]]).max() > 1e-6
+
+
+def test_heads_committee_streams_dadt(trajectory, tmp_path):
+    path, _ = trajectory
+    torch.manual_seed(2)
+    base = random_network(targets=["apt", "pgt"], pgt_irrep_scale=PGT_SCALE)
+    heads = HeadsNetwork(base.config, 3).double()
+    save_checkpoint(tmp_path / "heads.pt", heads, {})
+    out = post(path, str(tmp_path / "heads.pt"), tmp_path / "h.h5")
+    series = read_info(out).series
+    dadt = next(read_chunks(out, dataset="dAdt"))[1]
+    members = [series.index(f"member{k}") for k in range(3)]
+    np.testing.assert_allclose(dadt[:, members].mean(1), dadt[:, 0], rtol=1e-10, atol=1e-15)
+
+
+def test_post_resume_continues_dadt(trajectory, models, tmp_path):
+    path, frames = trajectory
+    whole = post(path, models["both"], tmp_path / "whole.h5")
+    part = tmp_path / "part.extxyz"
+    ase.io.write(part, frames[:6], format="extxyz")
+    out = tmp_path / "resumed.h5"
+    post(str(part), models["both"], out)
+    import shutil
+
+    shutil.copy(path, part)      # the run went on: same frames, more of them
+    post(str(part), models["both"], out)
+    np.testing.assert_array_equal(next(read_chunks(str(out), dataset="dAdt"))[1],
+                                  next(read_chunks(whole, dataset="dAdt"))[1])
+
+
+def test_step_processor_increment_rows(trajectory, models, tmp_path):
+    """The engine side (aptnn-ipi, aptnn-lammps): increment rows ½(G(n) + G(n+1))·Δr/Δt at (n + ½)Δt."""
+    _, frames = trajectory
+    symbols = frames[0].get_chemical_symbols()
+    settings = ClientSettings(address="test", output=str(tmp_path / "ipi.h5"), symbols=symbols, dt_fs=DT,
+                              temperature_K=300.0, estimator="increment", resume=False, apt_every=1,
+                              groups={}, centre="total", source="test")
+    predictor = APTPredictor.load(models["both"], dtype="float64")
+    proc = StepProcessor(predictor, settings)
+    cell = frames[0].cell.array
+    items = [(k, [a.positions.copy()], cell, None) for k, a in enumerate(frames)] + [None]
+    proc.consume(iter(items).__next__)
+    dadt = next(read_chunks(settings.output, dataset="dAdt"))[1]
+    dmdt = next(read_chunks(settings.output))[1]
+    assert dadt.shape == (len(frames) - 1, 1, 6)
+    g = [predictor.predict_pgt(a) for a in frames]
+    p = [predictor.predict(a) for a in frames]
+    for k in range(len(frames) - 1):
+        step = frames[k + 1].positions - frames[k].positions
+        expected = np.einsum("nijk,nk->ij", 0.5 * (g[k] + g[k + 1]), step) / DT
+        np.testing.assert_allclose(dadt[k, 0], voigt(expected), rtol=1e-10, atol=1e-14)
+        np.testing.assert_allclose(dmdt[k, 0], np.einsum("nij,nj->i", 0.5 * (p[k] + p[k + 1]), step) / DT,
+                                   rtol=1e-10, atol=1e-14)
+
+
+def test_spectrum_raman_reads_a_produced_stream(trajectory, models, tmp_path):
+    path, _ = trajectory
+    out = post(path, models["both"], tmp_path / "s.h5")
+    csv = tmp_path / "raman.csv"
+    result = CliRunner().invoke(main, ["spectrum", out, "--raman", "-o", str(csv), "--max-lag", "3"])
+    assert result.exit_code == 0, result.output
+    data = np.genfromtxt(csv, delimiter=",", names=True)
+    assert len(data) > 3 and np.isfinite(data[data.dtype.names[1]]).all()
