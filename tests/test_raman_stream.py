@@ -181,3 +181,68 @@ def test_spectrum_raman_reads_a_produced_stream(trajectory, models, tmp_path):
     assert result.exit_code == 0, result.output
     data = np.genfromtxt(csv, delimiter=",", names=True)
     assert len(data) > 3 and np.isfinite(data[data.dtype.names[1]]).all()
+
+
+# --- the engines, real: i-PI (PIMD, 4 beads) and LAMMPS ---------------------------------------------------------
+@pytest.mark.slow
+def test_ipi_pimd_streams_dadt_equal_to_aptnn_post_on_its_output(models, tmp_path):
+    """aptnn-ipi with a PGT model beside a real i-PI PIMD run (NVE, velocity estimator): per-bead and centroid
+    dα/dt equal aptnn-post with the same model on i-PI's own position/velocity files."""
+    from aptnn.demo.ipi import run_ipi_pimd
+
+    pos0 = run_ipi_pimd(tmp_path, steps=20, dt_fs=0.1, nve=True,
+                        aptnn_args=["-o", "run.dmdt.h5", "--estimator", "velocity", "--model", models["both"],
+                                    "--apt-every", "1", "--threads", "1"])
+    res = CliRunner().invoke(main, ["post", str(pos0), "--timestep", "0.1", "-o", str(tmp_path / "post.h5"),
+                                    "--model", models["both"], "--apt-every", "1", "--quiet"])
+    assert res.exit_code == 0, res.output
+    info = read_info(tmp_path / "run.dmdt.h5")
+    assert info.has_dadt and info.series[:5] == ["bead0", "bead1", "bead2", "bead3", "centroid"]
+    ts, stream = next(read_chunks(tmp_path / "run.dmdt.h5", dataset="dAdt"))
+    tp, offline = next(read_chunks(tmp_path / "post.h5", dataset="dAdt"))
+    np.testing.assert_allclose(ts, tp[1:-1], atol=1e-9)  # central differences: first and last step missing
+    offline = offline[1:-1]
+    for series in (4, 0):  # centroid, bead 0
+        err = np.linalg.norm(stream[:, series] - offline[:, series]) / np.linalg.norm(offline[:, series])
+        assert err < 1e-3, (series, err)   # i-PI's xyz output has 8 significant digits
+
+
+@pytest.mark.slow
+def test_lammps_streams_dadt_equal_to_aptnn_post_on_its_dump(models, tmp_path):
+    """aptnn-lammps with a PGT model (velocity estimator) against aptnn-post on a full-precision dump of the run."""
+    import os
+    import subprocess
+    import sys
+
+    from aptnn.demo.water import water_data, water_setup
+
+    workdir = tmp_path
+    text, box = water_data(8, 1)
+    (workdir / "water.data").write_text(text)
+    (workdir / "raman.lammps").write_text(water_setup("water.data", box) + """
+neighbor 2.0 bin
+timestep 0.5
+minimize 1e-4 1e-6 100 1000
+reset_timestep 0
+velocity all create 300.0 7 mom yes rot yes dist gaussian
+fix nve all nve
+dump traj all custom 1 traj.lammpstrj id type element xu yu zu vx vy vz
+dump_modify traj element O H sort id format float %.17g
+run 20
+""")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "aptnn.drivers.lammps.cli", "raman.lammps", "-o", "s.h5",
+                           "--model", models["both"], "--estimator", "velocity", "--apt-every", "1", "--log", "none",
+                           "--no-screen", "--threads", "1", "--status-every", "0"], cwd=workdir, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    res = CliRunner().invoke(main, ["post", str(workdir / "traj.lammpstrj"), "--timestep", "0.5", "--units",
+                                    "real", "-o", str(workdir / "post.h5"), "--model", models["both"],
+                                    "--apt-every", "1", "--quiet"])
+    assert res.exit_code == 0, res.output
+    ts, streamed = next(read_chunks(workdir / "s.h5", dataset="dAdt"))
+    tp, offline = next(read_chunks(workdir / "post.h5", dataset="dAdt"))
+    common, i, j = np.intersect1d(np.round(ts, 6), np.round(tp, 6), return_indices=True)
+    assert len(common) >= 15
+    err = np.abs(streamed[i] - offline[j]).max() / np.abs(offline[j]).max()
+    assert err < 1e-6, err
