@@ -6,10 +6,9 @@ import os
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy import signal
 
 from aptnn import spectrum_checks as checks
-from aptnn.spectrum_result import series_label
+from aptnn.spectrum_result import peak_wavenumbers, series_label
 
 POLARISATIONS = ("iso", "aniso", "vv", "vh")
 #: the plot shows ρ only where VV is at least this fraction of its maximum
@@ -76,19 +75,8 @@ class RamanSpectrum:
               min_prominence: float = 0.03) -> list[float]:
         """Wavenumbers (cm⁻¹) of at most ``count`` maxima of spectrum ``name``, ascending: the most prominent above
         ``min_wavenumber`` (cm⁻¹) with a prominence of at least ``min_prominence`` × its maximum there (as
-        :meth:`aptnn.spectrum.Spectrum.peaks`)."""
-        sel = (self.wavenumber >= min_wavenumber) & np.isfinite(getattr(self, name))
-        values = getattr(self, name)[sel]
-        if values.size < 3:
-            return []
-        idx, props = signal.find_peaks(values, prominence=0)
-        scale = float(np.max(values))
-        if scale <= 0:
-            return []
-        keep = props["prominences"] >= min_prominence * scale
-        idx, prom = idx[keep], props["prominences"][keep]
-        best = idx[np.argsort(prom)[::-1][:count]]
-        return sorted(float(v) for v in self.wavenumber[sel][best])
+        IR: :func:`aptnn.spectrum_result.peak_wavenumbers`)."""
+        return peak_wavenumbers(self.wavenumber, getattr(self, name), count, min_wavenumber, min_prominence)
 
     def summary(self) -> str:
         """One line: form and unit, the series, the VV peaks (cm⁻¹) with the depolarisation ratio ρ at each."""

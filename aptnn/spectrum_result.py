@@ -20,6 +20,23 @@ DEFAULT_MAX_WAVENUMBER = 4500.0
 
 
 
+def peak_wavenumbers(wavenumber: np.ndarray, values: np.ndarray, count: int = 6, min_wavenumber: float = 50.0,
+                     min_prominence: float = 0.03) -> list[float]:
+    """Wavenumbers (cm⁻¹) of at most ``count`` maxima of a spectrum, ascending: the most prominent of those above
+    ``min_wavenumber`` (cm⁻¹) whose prominence is at least ``min_prominence`` × the spectrum's maximum there
+    (so a weak band such as water's bend is listed next to a strong stretch, and noise wiggles are not).
+    Non-finite values are ignored; IR and Raman spectra use this one definition."""
+    sel = (wavenumber >= min_wavenumber) & np.isfinite(values)
+    values = values[sel]
+    if values.size < 3 or float(np.max(values)) <= 0:
+        return []
+    idx, props = signal.find_peaks(values, prominence=0)
+    keep = props["prominences"] >= min_prominence * float(np.max(values))
+    idx, prom = idx[keep], props["prominences"][keep]
+    best = idx[np.argsort(prom)[::-1][:count]]
+    return sorted(float(v) for v in wavenumber[sel][best])
+
+
 def series_label(series: list[str]) -> str:
     """What a spectrum is of: one series' name, or "mean of bead0…bead3" for several."""
     if len(series) == 1:
@@ -102,17 +119,8 @@ class Spectrum:
         return self.uncertainty_scale * float(np.trapezoid(self.member_values, self.wavenumber, axis=1).std(ddof=1))
 
     def peaks(self, count: int = 6, min_wavenumber: float = 50.0, min_prominence: float = 0.03) -> list[float]:
-        """Wavenumbers (cm⁻¹) of at most ``count`` maxima, ascending: the most prominent of those above
-        ``min_wavenumber`` (cm⁻¹) whose prominence is at least ``min_prominence`` × the spectrum's maximum there
-        (so a weak band such as water's bend is listed next to a strong stretch, and noise wiggles are not)."""
-        sel = self.wavenumber >= min_wavenumber
-        values = self.total[sel]
-        idx, props = signal.find_peaks(values, prominence=0)
-        scale = float(np.max(values)) if values.size else 0.0
-        keep = props["prominences"] >= min_prominence * scale
-        idx, prom = idx[keep], props["prominences"][keep]
-        best = idx[np.argsort(prom)[::-1][:count]]
-        return sorted(float(v) for v in self.wavenumber[sel][best])
+        """Wavenumbers (cm⁻¹) of at most ``count`` maxima, ascending (:func:`peak_wavenumbers`)."""
+        return peak_wavenumbers(self.wavenumber, self.total, count, min_wavenumber, min_prominence)
 
     def summary(self) -> str:
         """One line: quantity, series, peak positions (cm⁻¹) and the integrated intensity (cm⁻² or cm); for a
