@@ -246,3 +246,17 @@ run 20
     assert len(common) >= 15
     err = np.abs(streamed[i] - offline[j]).max() / np.abs(offline[j]).max()
     assert err < 1e-6, err
+
+
+def test_annotate_writes_pgt_beside_apt(trajectory, models):
+    _, frames = trajectory
+    predictor = APTPredictor.load(models["both"], dtype="float64")
+    out = predictor.annotate(frames[:2], progress=False)
+    for atoms, original in zip(out, frames[:2]):
+        np.testing.assert_array_equal(atoms.arrays["pgt"].reshape(-1, 3, 3, 3), predictor.predict_pgt(original))
+        np.testing.assert_array_equal(atoms.arrays["apt"].reshape(-1, 3, 3), predictor.predict(original))
+        assert "pgt_std" not in atoms.arrays
+    committee = APTPredictor.load(models["committee"], dtype="float64").annotate(frames[:1], progress=False)[0]
+    assert committee.arrays["pgt_std"].shape == (len(frames[0]), 27) and committee.arrays["pgt_std"].max() > 0
+    only_pgt = APTPredictor.load(models["pgt"], dtype="float64").annotate(frames[:1], progress=False)[0]
+    assert "pgt" in only_pgt.arrays and "apt" not in only_pgt.arrays
