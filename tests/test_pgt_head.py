@@ -205,3 +205,24 @@ def test_heads_committee_with_pgt_heads(tmp_path, waters):
     members, _ = load_checkpoint(tmp_path / "h.pt", torch.float64)
     with torch.no_grad():
         assert torch.equal(run_committee(members, batch, targets=["pgt"])["pgt"], out["pgt"])
+
+
+def test_float32_checkpoint_in_float64_is_exactly_equivariant(tmp_path):
+    """A checkpoint saved in float32 stores its constant buffers (changes of basis, Wigner 3j) rounded; loaded in
+    float64 the network keeps its own exact ones (else equivariance breaks at ~1e-8), and loading never alters
+    the shared change of basis other networks are built from."""
+    from aptnn.model.pgt_tensor import change_of_basis
+
+    before = change_of_basis().clone()
+    save_checkpoint(tmp_path / "f32.pt", [pgt_network(dtype=torch.float32)])
+    (member,), _ = load_checkpoint(tmp_path / "f32.pt", torch.float64)
+    assert torch.equal(change_of_basis(), before)
+    atoms = water_box(2, 3.1, seed=2, pbc=False)
+    ref = outputs(member, atoms)
+    for r in orthogonal_matrices():
+        out = outputs(member, transform(atoms, r))
+        np.testing.assert_allclose(out["pgt"], rotate_pgt(ref["pgt"], r), atol=1e-12)
+        np.testing.assert_allclose(out["apt"], np.einsum("ai,ck,nik->nac", r, r, ref["apt"]), atol=1e-12)
+    state = torch.load(tmp_path / "f32.pt", weights_only=False)
+    assert state["members"][0]["pgt_q"].dtype == torch.float32   # what the file holds is rounded …
+    np.testing.assert_array_equal(member.pgt_q.numpy(), before.numpy())   # … the network uses the exact one

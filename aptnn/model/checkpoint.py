@@ -235,12 +235,27 @@ def load_checkpoint(name_or_path: str | os.PathLike, dtype: torch.dtype = torch.
 
 
 def _load_state(net: torch.nn.Module, state: dict, where: str) -> None:
+    """Load ``state`` into ``net``, keeping the buffers ``net`` was built with.
+
+    Buffers (changes of basis, Wigner 3j symbols, output masks, the normalisation the config fixes) are
+    functions of the config, built exactly in the dtype being loaded. A checkpoint saved in float32 stores them
+    rounded to float32; loading those into a float64 network would break its equivariance at ~1e-8 (the l = 3
+    parts most). They are checked against the stored ones (float32 rounding is allowed) and kept.
+    """
+    built = {name: buf.detach().clone() for name, buf in net.named_buffers()}
     try:
         net.load_state_dict(state)
     except RuntimeError as err:  # missing, unexpected or differently shaped tensors
         lines = [ln.strip() for ln in str(err).splitlines()[1:] if ln.strip()] or [str(err)]
         raise CheckpointError(f"{where}: weights do not fit the config: {lines[0][:300]}"
                               + (f" (and {len(lines) - 1} more)" if len(lines) > 1 else "")) from None
+    with torch.no_grad():
+        for name, buf in net.named_buffers():
+            stored, exact = buf.detach().double(), built[name].double()
+            if not torch.allclose(stored, exact, rtol=1e-5, atol=1e-6):
+                raise CheckpointError(f"{where}: stored buffer {name} differs from the one its config defines "
+                                      f"(max difference {float((stored - exact).abs().max()):.3g})")
+            buf.copy_(built[name])
 
 
 def _read_payload(path: Path) -> tuple[dict, ModelConfig, dict]:

@@ -51,7 +51,7 @@ def _basis64() -> torch.Tensor:
 
 def change_of_basis(dtype=torch.float64, device=None) -> torch.Tensor:
     """Q with shape (18, 3, 3, 3): G[ξ,η,ζ] = Σ_k y_k Q[k,ξ,η,ζ] (orthonormal rows, each symmetric in ξη)."""
-    return _basis64().to(dtype=dtype, device=device)
+    return _basis64().to(dtype=dtype, device=device, copy=True)   # a copy: modules load weights into theirs
 
 
 def _q(q: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:

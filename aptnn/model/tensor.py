@@ -20,8 +20,13 @@ IRREP_SLICES = {"0e": slice(0, 1), "1e": slice(1, 4), "2e": slice(4, 9)}
 
 def change_of_basis(dtype=torch.float64) -> torch.Tensor:
     """Q with shape (9, 3, 3): P[ξ,ζ] = Σ_k y_k Q[k,ξ,ζ] for irreducible components y (orthonormal)."""
-    q = o3.ReducedTensorProducts("ij", i="1o", j="1o").change_of_basis
-    return q.to(dtype)
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)   # built exactly, whatever the default dtype, then rounded
+    try:
+        q = o3.ReducedTensorProducts("ij", i="1o", j="1o").change_of_basis
+    finally:
+        torch.set_default_dtype(previous)
+    return q.detach().to(dtype)
 
 
 def to_cartesian(y: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
