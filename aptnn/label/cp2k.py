@@ -37,13 +37,16 @@ _AXES = "xyz"
 def write_input(atoms: Atoms, path: str | Path, *, project: str, field_au=None, basis: str = "DZVP-MOLOPT-SR-GTH",
                 potential: str = "GTH-PBE", xc: str = "PBE", cutoff_ry: float = 400, rel_cutoff_ry: float = 50,
                 dispersion: str | None = None, restart_wfn: str | Path | None = None, print_dipole: bool = True,
-                data_dir: str | Path | None = None) -> Path:
+                data_dir: str | Path | None = None, eps_scf: float = 1e-7,
+                extra_force_eval: list[str] | tuple[str, ...] = ()) -> Path:
     """Write a CP2K ENERGY_FORCE input for one single point of the periodic box ``atoms`` (Å) and return its path.
 
     ``field_au``: uniform field (3-vector, a.u.) through the Berry-phase ``&PERIODIC_EFIELD`` (OT only);
     ``dispersion``: None or "D3"; ``restart_wfn``: a ``*-RESTART.wfn`` to start from; ``data_dir``: folder of
     BASIS_MOLOPT, GTH_POTENTIALS and dftd3.dat (default: CP2K's own data directory). The Berry-phase dipole
     (``&MOMENTS PERIODIC``, Debye) goes to ``<project>.moments``, the forces (a.u.) to the output.
+    ``eps_scf``: SCF convergence (inner and outer loop, a.u.); ``extra_force_eval``: input lines appended inside
+    ``&FORCE_EVAL`` (e.g. a ``&PROPERTIES`` section).
     """
     if not atoms.pbc.all() or abs(atoms.cell.volume) < 1e-6:
         raise LabelError(f"{path}: the cp2k backend needs a periodic box (pbc on all axes and a cell with volume)")
@@ -57,11 +60,12 @@ def write_input(atoms: Atoms, path: str | Path, *, project: str, field_au=None, 
            f"CHARGE {int(round(atoms.info.get('charge', 0)))}"]
     if restart_wfn is not None:
         dft.append(f"WFN_RESTART_FILE_NAME {restart_wfn}")
+    eps = f"{eps_scf:.1E}".replace("E-0", "E-")  # 1.0E-7 as before
     dft += ["&MGRID", f"  CUTOFF {cutoff_ry}", f"  REL_CUTOFF {rel_cutoff_ry}", "&END MGRID",
             "&QS", "  EPS_DEFAULT 1.0E-12", "&END QS",
-            "&SCF", f"  SCF_GUESS {'RESTART' if restart_wfn is not None else 'ATOMIC'}", "  EPS_SCF 1.0E-7",
+            "&SCF", f"  SCF_GUESS {'RESTART' if restart_wfn is not None else 'ATOMIC'}", f"  EPS_SCF {eps}",
             "  MAX_SCF 50", "  &OT", "    MINIMIZER DIIS", "    PRECONDITIONER FULL_SINGLE_INVERSE", "  &END OT",
-            "  &OUTER_SCF", "    EPS_SCF 1.0E-7", "    MAX_SCF 20", "  &END OUTER_SCF", "&END SCF",
+            "  &OUTER_SCF", f"    EPS_SCF {eps}", "    MAX_SCF 20", "  &END OUTER_SCF", "&END SCF",
             "&XC", f"  &XC_FUNCTIONAL {xc}", "  &END XC_FUNCTIONAL"]
     if dispersion == "D3":
         dft += ["  &VDW_POTENTIAL", "    POTENTIAL_TYPE PAIR_POTENTIAL", "    &PAIR_POTENTIAL", "      TYPE DFTD3",
@@ -87,7 +91,8 @@ def write_input(atoms: Atoms, path: str | Path, *, project: str, field_au=None, 
     lines = ["&GLOBAL", f"  PROJECT {project}", "  RUN_TYPE ENERGY_FORCE", "  PRINT_LEVEL LOW", "&END GLOBAL",
              "&FORCE_EVAL", "  METHOD QUICKSTEP", "  &DFT", *("    " + x for x in dft), "  &END DFT",
              "  &PRINT", "    &FORCES ON", "    &END FORCES", "  &END PRINT",
-             "  &SUBSYS", *("    " + x for x in subsys), "  &END SUBSYS", "&END FORCE_EVAL"]
+             "  &SUBSYS", *("    " + x for x in subsys), "  &END SUBSYS", *("  " + x for x in extra_force_eval),
+             "&END FORCE_EVAL"]
     path = Path(path)
     path.write_text("\n".join(lines) + "\n")
     return path
