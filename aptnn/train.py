@@ -9,375 +9,46 @@ that drives the scheduler and early stopping is the root of the same weighted su
 Committees: kind "full" trains ``committee`` independent networks (seed + k); kind "heads" trains one
 :class:`~aptnn.model.network.HeadsNetwork` whose shared trunk learns from the mean over heads of each head's
 loss. With validation frames, :func:`calibrate` then fits the committee's ``uncertainty_scale``.
+
+The data flow over three modules: :mod:`aptnn.train_targets` (labelled frames, per-target losses and metrics)
+→ :mod:`aptnn.train_fit` (one network's fit loop) → this module (the committee driver: splits, members,
+calibration, checkpoint). Every name of the first two is importable from here as before.
 """
 from __future__ import annotations
 
-import csv
-import hashlib
 import math
-import random
-import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import torch
 from ase import Atoms
 
-from aptnn import keys
 from aptnn._version import __version__
 from aptnn.defaults import COMMITTEE_KINDS, DEFAULT_COMMITTEE_KIND
-from aptnn.distributed import SERIAL, Context, all_sum, any_rank, gather_objects
+from aptnn.distributed import SERIAL, Context, gather_objects
 from aptnn.errors import InputError
-from aptnn.graph import FrameGraph, collate, frame_graph
-from aptnn.labels import PGT_KEY, get_apt, get_pgt_labels
-from aptnn.model import pgt_tensor
+from aptnn.graph import collate
 from aptnn.model.checkpoint import save_checkpoint
-from aptnn.model.network import APTNetwork, HeadsNetwork, ModelConfig, run_committee
-from aptnn.model.tensor import change_of_basis, normalisation_stats, to_irreps
-from aptnn.progress import progress_bar
+from aptnn.model.network import APTNetwork, ModelConfig, run_committee
+from aptnn.train_fit import TrainSettings, build_model, fit, seed_everything
+from aptnn.train_targets import (
+    TARGET_FIELDS,
+    LabelledFrame,
+    batch_loss,
+    data_hash,
+    frame_targets,
+    head_weights,
+    loss_weights,
+    prepare,
+    rmse,
+    target_losses,
+    target_rmse,
+)
 
-
-@dataclass
-class TrainSettings:
-    """Optimisation settings (defaults follow the paper: Adam lr 0.01, plateau factor 0.1, patience 10)."""
-
-    epochs: int = 400
-    max_time: float | None = None      # seconds of wall time, then stop with the best model so far
-    lr: float = 0.01
-    batch_size: int = 1                # frames per optimiser step
-    factor: float = 0.1
-    patience: int = 10                 # epochs without validation improvement before lr *= factor
-    min_lr: float = 1e-5               # stop once the learning rate falls below this
-    early_stopping: int = 40           # epochs without validation improvement before stopping
-    valid_fraction: float = 0.1        # used only without an explicit validation set
-    seed: int = 0
-    dtype: str = "float32"
-    head_weights: str = "none"         # "heads" committees: per-head random loss weights, see head_weights()
-
-
-@dataclass
-class LabelledFrame:
-    graph: FrameGraph
-    apt: torch.Tensor     # (N, 3, 3) float64, e
-    mask: torch.Tensor    # (N,) bool, labelled atoms
-    charge: float         # total charge, e
-    pgt: torch.Tensor | None = None        # (N, 3, 3, 3) float64, e·Å/V (zeros where unlabelled)
-    pgt_mask: torch.Tensor | None = None   # (N,) bool, atoms with a PGT label
-
-
-#: per target: (the LabelledFrame attributes of its labels and mask, the units of its RMSE)
-TARGET_FIELDS = {"apt": ("apt", "mask", "e"), "pgt": ("pgt", "pgt_mask", "e·Å/V")}
-
-
-def seed_everything(seed: int) -> None:
-    """Seed Python, numpy and torch so that identical runs give identical models."""
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def prepare(frames: list[Atoms], species: list[int], cutoff: float, source: str = "training data",
-            require_labels: bool = True) -> list[LabelledFrame]:
-    """Build graphs and label tensors (APTs and PGTs, NaN rows unlabelled); frames without any labelled atom
-    (neither an 'apt' nor a 'pgt' row) are an error."""
-    out = []
-    for k, atoms in enumerate(frames):
-        apt, mask = get_apt(atoms)
-        pgt, pgt_mask = get_pgt_labels(atoms, source, k)
-        if require_labels and not mask.any() and not pgt_mask.any():
-            raise InputError("frame has no labelled atom (no finite 'apt' or 'pgt' rows)", source, k)
-        out.append(LabelledFrame(frame_graph(atoms, species, cutoff, source, k), torch.from_numpy(apt),
-                                 torch.from_numpy(mask), float(atoms.info.get(keys.CHARGE, 0.0)),
-                                 torch.from_numpy(pgt), torch.from_numpy(pgt_mask)))
-    return out
-
-
-def frame_targets(items: list[LabelledFrame]) -> list[str]:
-    """The targets the frames carry labels for: "apt" and/or "pgt" (["apt"] if none)."""
-    found = [t for t, (_, m, _) in TARGET_FIELDS.items()
-             if any(getattr(it, m) is not None and bool(getattr(it, m).any()) for it in items)]
-    return found or ["apt"]
-
-
-def _labels(items: list[LabelledFrame], target: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """(labels, mask) of ``target`` over ``items``, concatenated over atoms."""
-    value, mask, _ = TARGET_FIELDS[target]
-    return torch.cat([getattr(it, value) for it in items]), torch.cat([getattr(it, mask) for it in items])
-
-
-def loss_weights(items: list[LabelledFrame], targets) -> dict[str, float]:
-    """Per-target loss weights: 1 for a single target (its MSE in its own units); with several, 1 / the variance
-    of the target's labelled training components (a dimensionless sum of normalised MSEs)."""
-    if len(targets) == 1:
-        return {targets[0]: 1.0}
-    out = {}
-    for t in targets:
-        y, mask = _labels(items, t)
-        var = float(y[mask].double().var()) if int(mask.sum()) > 0 else 0.0
-        out[t] = 1.0 / var if var > 1e-12 else 1.0
-    return out
-
-
-def data_hash(frames: list[Atoms]) -> str:
-    """sha256 over species, positions, cells and labels: identifies the training data in checkpoints."""
-    h = hashlib.sha256()
-    for atoms in frames:
-        h.update(atoms.numbers.tobytes())
-        h.update(np.ascontiguousarray(atoms.positions).tobytes())
-        h.update(np.ascontiguousarray(atoms.cell.array).tobytes())
-        if "apt" in atoms.arrays:
-            h.update(np.ascontiguousarray(atoms.arrays["apt"]).tobytes())
-        if PGT_KEY in atoms.arrays:  # APT-only data keep their hash
-            h.update(np.ascontiguousarray(atoms.arrays[PGT_KEY]).tobytes())
-    return h.hexdigest()
-
-
-def batch_loss(model: APTNetwork | HeadsNetwork, items: list[LabelledFrame], dtype: torch.dtype,
-               weights: list[torch.Tensor] | None = None):
-    """Sum of squared errors over labelled atoms' 9 components (e²) and the number of such components.
-
-    A :class:`HeadsNetwork` gives the mean over heads of each head's sum; ``weights`` (one (n_heads, N_k)
-    tensor per frame, see :func:`head_weights`) then weight every head's atoms."""
-    batch = collate([it.graph for it in items], dtype=dtype)
-    charge = torch.tensor([it.charge for it in items], dtype=dtype)
-    pred = model(batch, charge)
-    target = torch.cat([it.apt for it in items]).to(dtype)
-    mask = torch.cat([it.mask for it in items])
-    if pred.dim() == 3:
-        diff = (pred - target)[mask]
-        return diff.pow(2).sum(), diff.numel()
-    sq = (pred - target).pow(2).sum((2, 3))[:, mask]      # (n_heads, labelled atoms)
-    if weights is not None:
-        sq = sq * torch.cat(weights, dim=1)[:, mask].to(dtype)
-    return sq.sum() / len(pred), sq.shape[1] * 9
-
-
-def target_losses(model, items: list[LabelledFrame], dtype: torch.dtype, targets,
-                  weights: list[torch.Tensor] | None = None) -> dict[str, tuple[torch.Tensor, int]]:
-    """Per target, :func:`batch_loss`'s (sum of squared errors over labelled atoms' components, number of such
-    components), in the target's units squared, from one network evaluation. Targets ["apt"]: exactly
-    :func:`batch_loss`. A :class:`HeadsNetwork` gives the mean over heads, ``weights`` as there."""
-    targets = tuple(targets)
-    if targets == ("apt",):
-        return {"apt": batch_loss(model, items, dtype, weights)}
-    batch = collate([it.graph for it in items], dtype=dtype)
-    charge = torch.tensor([it.charge for it in items], dtype=dtype)
-    preds = model(batch, charge, targets=targets)
-    out = {}
-    for t in targets:
-        target, mask = _labels(items, t)
-        pred, target = preds[t], target.to(dtype)
-        if pred.dim() == target.dim():
-            diff = (pred - target)[mask]
-            out[t] = (diff.pow(2).sum(), diff.numel())
-            continue
-        sq = (pred - target).pow(2).sum(tuple(range(2, pred.dim())))[:, mask]   # (n_heads, labelled atoms)
-        if weights is not None:
-            sq = sq * torch.cat(weights, dim=1)[:, mask].to(dtype)
-        out[t] = (sq.sum() / len(pred), sq.shape[1] * math.prod(target.shape[1:]))
-    return out
-
-
-def head_weights(train: list[LabelledFrame], n_heads: int, mode: str, seed: int) -> list[torch.Tensor] | None:
-    """Per-head loss weights of the training atoms, one (n_heads, N_k) tensor per frame, or None (``mode``
-    "none"). "frames": a Bayesian bootstrap over frames (each head's frame weights are n_frames × a
-    Dirichlet(1, …, 1) draw); "atoms": the same over labelled atoms (independent Exp(1) weights per atom)."""
-    if mode == "none":
-        return None
-    rng = np.random.default_rng([seed, 7919])
-    if mode == "frames":
-        w = rng.dirichlet(np.ones(len(train)), size=n_heads) * len(train)       # (n_heads, n_frames)
-        return [torch.from_numpy(np.repeat(w[:, [k]], len(it.mask), axis=1)) for k, it in enumerate(train)]
-    if mode == "atoms":
-        return [torch.from_numpy(rng.exponential(size=(n_heads, len(it.mask)))) for it in train]
-    raise ValueError(f"unknown head weighting {mode!r} (none, frames, atoms)")
-
-
-def rmse(model: APTNetwork | HeadsNetwork, items: list[LabelledFrame], dtype: torch.dtype, batch_size: int = 4,
-         ctx: Context = SERIAL) -> float:
-    """Component-wise RMSE in e over all labelled atoms (frames shared among the ranks of ``ctx``)."""
-    return target_rmse(model, items, dtype, ("apt",), batch_size, ctx)["apt"]
-
-
-def target_rmse(model, items: list[LabelledFrame], dtype: torch.dtype, targets, batch_size: int = 4,
-                ctx: Context = SERIAL) -> dict[str, float]:
-    """Per target, the component-wise RMSE over all labelled atoms (APT: e, PGT: e·Å/V; 0 without labels)."""
-    targets = tuple(targets)
-    sse, n = dict.fromkeys(targets, 0.0), dict.fromkeys(targets, 0)
-    items = items[ctx.rank::ctx.world]
-    with torch.no_grad():
-        for k in range(0, len(items), batch_size):
-            for t, (s, c) in target_losses(model, items[k:k + batch_size], dtype, targets).items():
-                sse[t], n[t] = sse[t] + float(s), n[t] + c
-    total = all_sum(ctx, *[x for t in targets for x in (sse[t], n[t])])
-    return {t: math.sqrt(total[2 * k] / max(total[2 * k + 1], 1)) for k, t in enumerate(targets)}
-
-
-def build_model(train: list[LabelledFrame], species: list[int], dtype: torch.dtype, heads: int = 0,
-                targets: list[str] | None = None, **model_kwargs) -> APTNetwork | HeadsNetwork:
-    """A network whose normalisation (per-species isotropic mean, per-irrep scale; PGT block scales) comes from
-    ``train``; a :class:`HeadsNetwork` with ``heads`` readout heads if ``heads`` > 0 (every head starts from its
-    own random weights and the same normalisation). ``targets`` (None: those the frames carry labels for,
-    :func:`frame_targets`) become ``ModelConfig.targets``; each needs labels in ``train``."""
-    targets = list(targets) if targets else frame_targets(train)
-    stats: dict = {}
-    for t in targets:
-        if t in TARGET_FIELDS and not any(bool(getattr(it, TARGET_FIELDS[t][1]).any()) for it in train
-                                          if getattr(it, TARGET_FIELDS[t][1]) is not None):
-            raise InputError(f"target {t!r} requested but no training frame carries '{t}' labels")
-    if "apt" in targets:
-        q = change_of_basis()
-        y = torch.cat([to_irreps(it.apt[it.mask], q) for it in train])
-        s = torch.cat([torch.from_numpy(it.graph.species)[it.mask] for it in train])
-        stats = normalisation_stats(y, s, len(species))
-    if "pgt" in targets:
-        g = torch.cat([it.pgt[it.pgt_mask] for it in train if it.pgt is not None])
-        s = torch.cat([torch.from_numpy(it.graph.species)[it.pgt_mask] for it in train if it.pgt is not None])
-        stats["pgt_irrep_scale"] = pgt_tensor.normalisation_stats(pgt_tensor.to_irreps(g), s,
-                                                                  len(species))["irrep_scale"]
-    avg = float(np.mean([len(it.graph.senders) / len(it.graph.species) for it in train]))
-    config = ModelConfig(species=species, avg_neighbours=avg, targets=targets, **stats, **model_kwargs)
-    previous = torch.get_default_dtype()
-    try:
-        torch.set_default_dtype(dtype)
-        return HeadsNetwork(config, heads) if heads else APTNetwork(config)
-    finally:
-        torch.set_default_dtype(previous)
-
-
-def fit(train: list[LabelledFrame], valid: list[LabelledFrame], species: list[int], settings: TrainSettings,
-        log_path: str | Path | None = None, progress: bool = True, member: int = 0, ctx: Context = SERIAL,
-        heads: int = 0, **model_kwargs) -> tuple[APTNetwork | HeadsNetwork, dict]:
-    """Train one network; returns the best-on-validation model and its metrics (RMSE in e). ``heads`` > 0:
-    a :class:`HeadsNetwork` (loss: mean over heads, weighted per ``settings.head_weights``; validation RMSE:
-    root of the mean over heads of each head's mean squared error). With a "pgt" target (``targets`` in
-``model_kwargs`` or from the labels) the metrics also hold ``targets``, ``loss_weights``, ``valid_score``
-(the selection criterion) and ``valid_rmse_pgt`` (e·Å/V) next to ``valid_rmse_e`` (e, where "apt" is a target),
-both at the best epoch; the CSV log gets train/valid columns per target.
-
-    Deterministic algorithms are switched on while training: multi-threaded scatter-adds on the CPU otherwise
-    sum in a varying order, and identical runs would not give identical models.
-
-    With a distributed ``ctx`` the network is wrapped in DistributedDataParallel: each optimiser step's
-    ``batch_size`` frames are dealt out over the ranks, and the loss is scaled so that the averaged gradient
-    is exactly that of the whole batch — the same model as one process, up to summation order.
-    """
-    was_deterministic = torch.are_deterministic_algorithms_enabled()
-    torch.use_deterministic_algorithms(True)
-    try:
-        return _fit(train, valid, species, settings, log_path, progress, member, ctx, heads, **model_kwargs)
-    finally:
-        torch.use_deterministic_algorithms(was_deterministic)
-
-
-def _step(model, train: list[LabelledFrame], batch: np.ndarray, dtype, ctx: Context,
-          weights: list[torch.Tensor] | None = None, scales: dict[str, float] | None = None
-          ) -> dict[str, tuple[float, int]]:
-    """One optimiser step's gradient over ``batch`` (indices into ``train``) of Σ_t scales[t] · MSE_t (targets:
-    the keys of ``scales``, default {"apt": 1}); returns this rank's {target: (sse, n)}."""
-    scales = scales or {"apt": 1.0}
-    mine = batch[ctx.rank::ctx.world]
-    chosen = mine if len(mine) else batch[:1]
-    parts = target_losses(model, [train[i] for i in chosen], dtype, tuple(scales),
-                          weights and [weights[i] for i in chosen])
-    if not len(mine):  # fewer frames than ranks: still take part in DDP's gradient average, with zero weight
-        parts = {t: (s * 0.0, 0) for t, (s, _) in parts.items()}
-    counts = [c for _, c in parts.values()]
-    totals = all_sum(ctx, *counts) if ctx.world > 1 else counts
-    loss = None
-    for (t, (s, _)), total in zip(parts.items(), totals):
-        term = s * (ctx.world / max(total, 1) * scales[t])  # DDP divides the summed gradients by the ranks
-        loss = term if loss is None else loss + term
-    loss.backward()
-    return {t: (float(s.detach()), c) for t, (s, c) in parts.items()}
-
-
-def _fit(train, valid, species, settings, log_path, progress, member, ctx, heads, **model_kwargs):
-    dtype = getattr(torch, settings.dtype)
-    seed_everything(settings.seed + member)
-    model = build_model(train, species, dtype, heads, **model_kwargs)
-    targets = tuple(model.config.targets)
-    scales = loss_weights(train, targets)
-    weights = head_weights(train, heads, settings.head_weights, settings.seed) if heads else None
-    trained = model
-    if ctx.world > 1:
-        from torch.nn.parallel import DistributedDataParallel
-
-        trained = DistributedDataParallel(model)
-    if not ctx.is_main:
-        log_path, progress = None, False
-    optimiser = torch.optim.Adam(model.parameters(), lr=settings.lr)
-    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimiser, factor=settings.factor,
-                                                           patience=settings.patience)
-    rng = np.random.default_rng(settings.seed + member)
-    best, best_state, best_epoch, start = math.inf, None, 0, time.monotonic()
-    best_by: dict[str, float] = {}
-    log = open(log_path, "w", newline="") if log_path else None
-    writer = csv.writer(log) if log else None
-    if writer:
-        writer.writerow(["epoch", "wall_s", "lr"] + [f"{k}_rmse_{_column(t)}" for t in targets
-                                                      for k in ("train", "valid")])
-    bar = progress_bar(iterable=range(1, settings.epochs + 1), disable=not progress, unit="epoch",
-                       desc=f"train {heads} heads" if heads else f"train member {member}")
-    try:
-        for epoch in bar:
-            model.train()
-            order = rng.permutation(len(train))
-            sse, count = dict.fromkeys(targets, 0.0), dict.fromkeys(targets, 0)
-            for k in range(0, len(order), settings.batch_size):
-                optimiser.zero_grad(set_to_none=True)
-                parts = _step(trained, train, order[k:k + settings.batch_size], dtype, ctx, weights, scales)
-                optimiser.step()
-                for t, (s, c) in parts.items():
-                    sse[t], count[t] = sse[t] + s, count[t] + c
-            model.eval()
-            total = all_sum(ctx, *[x for t in targets for x in (sse[t], count[t])])
-            train_by = {t: math.sqrt(total[2 * i] / max(total[2 * i + 1], 1)) for i, t in enumerate(targets)}
-            valid_by = target_rmse(model, valid, dtype, targets, ctx=ctx)
-            train_rmse = _score(train_by, scales)
-            valid_rmse = _score(valid_by, scales)  # single target: its RMSE; several: root of Σ_t w_t MSE_t
-            scheduler.step(valid_rmse)
-            lr = optimiser.param_groups[0]["lr"]
-            if valid_rmse < best:
-                best, best_epoch, best_by = valid_rmse, epoch, valid_by
-                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            elapsed = time.monotonic() - start
-            if writer:
-                writer.writerow([epoch, f"{elapsed:.1f}", f"{lr:.3g}"]
-                                + [f"{r[t]:.6f}" for t in targets for r in (train_by, valid_by)])
-                log.flush()
-            bar.set_postfix(train=f"{train_rmse:.4f}", valid=f"{valid_rmse:.4f}", best=f"{best:.4f}", lr=f"{lr:.0e}")
-            if lr < settings.min_lr or epoch - best_epoch >= settings.early_stopping:
-                break
-            if any_rank(ctx, settings.max_time is not None and elapsed >= settings.max_time):
-                break  # every rank stops at the same epoch
-    finally:
-        bar.close()
-        if log:
-            log.close()
-    model.load_state_dict(best_state)
-    model.eval()
-    info = {"member": member, "best_epoch": best_epoch, "epochs_run": epoch, "valid_rmse_e": best,
-            "wall_s": time.monotonic() - start}
-    if targets != ("apt",):  # per-target RMSEs at the best epoch; valid_rmse_e stays the APT's (e)
-        info.pop("valid_rmse_e")
-        info.update(targets=list(targets), valid_score=best, loss_weights=scales,
-                    **{f"valid_rmse_{_column(t)}": best_by[t] for t in targets})
-    return model, info
-
-
-def _column(target: str) -> str:
-    """The metric/CSV suffix of ``target``'s RMSE: "e" (APT, e) or "pgt" (PGT, e·Å/V)."""
-    return "e" if target == "apt" else target
-
-
-def _score(rmses: dict[str, float], scales: dict[str, float]) -> float:
-    """One target: its RMSE; several: sqrt(Σ_t w_t RMSE_t²) (dimensionless, the loss's weighting)."""
-    if len(rmses) == 1:
-        return next(iter(rmses.values()))
-    return math.sqrt(sum(scales[t] * r * r for t, r in rmses.items()))
-
+__all__ = ["TrainSettings", "LabelledFrame", "TARGET_FIELDS", "seed_everything", "prepare", "frame_targets",
+           "loss_weights", "data_hash", "batch_loss", "target_losses", "head_weights", "rmse", "target_rmse",
+           "build_model", "fit", "split", "CALIBRATION", "calibrate", "train_committee"]
 
 def split(n: int, fraction: float, seed: int) -> tuple[list[int], list[int]]:
     """Seeded split of ``n`` frames into (train, valid) index lists; at least one frame in each."""

@@ -1,7 +1,8 @@
 """``aptnn train | predict | evaluate | models``: training, applying and checking APT models.
 
 Units everywhere: positions and cutoffs in Å, APTs in e with P[ξ,ζ] = ∂M_ξ/∂r_ζ (row = dipole component),
-stored per atom as 9 numbers row-major in the extxyz array ``apt``.
+stored per atom as 9 numbers row-major in the extxyz array ``apt``; ``aptnn train --targets pgt`` learns
+polarisability-gradient tensors G[ξ,η,ζ] = ∂α_ξη/∂r_ζ in e·Å/V (27 numbers row-major in ``pgt``).
 """
 from __future__ import annotations
 
@@ -14,24 +15,92 @@ from aptnn.cli.errors import run_command
 from aptnn.cli.options import cell_list, set_threads
 from aptnn.defaults import COMMITTEE_KINDS, DEFAULT_CHANNELS, DEFAULT_COMMITTEE_KIND
 
+#: the targets ``aptnn train --targets`` accepts: (extxyz array, what it is, units of its RMSE)
+TARGETS = {"apt": ("apt", "APT", "e"), "pgt": ("pgt", "PGT", "e·Å/V")}
+
+
+def parse_targets(value) -> list[str]:
+    """``--targets`` ("apt", "pgt", "apt,pgt", or a list of names) as a list in canonical order; an
+    :class:`~aptnn.errors.InputError` for an unknown, repeated or missing name."""
+    from aptnn.errors import InputError
+
+    names = [t.strip().lower() for t in (value.split(",") if isinstance(value, str) else value)]
+    unknown = [t for t in names if t not in TARGETS]
+    if unknown or not names:
+        raise InputError(f"--targets {','.join(names) or '(empty)'}: unknown target "
+                         f"{unknown[0] if unknown else '(none)'!r}; choose apt, pgt or apt,pgt")
+    if len(set(names)) != len(names):
+        raise InputError(f"--targets {','.join(names)}: a target is named twice")
+    return [t for t in TARGETS if t in names]
+
+
+def _targets_option(ctx, param, value):
+    from aptnn.errors import InputError
+
+    try:
+        return parse_targets(value)
+    except InputError as err:
+        raise click.BadParameter(str(err).removeprefix("--targets ")) from None
+
+
+def check_target_labels(frames, targets, path: str) -> None:
+    """An :class:`~aptnn.errors.InputError` naming ``path`` when no frame carries a finite label of a target."""
+    import numpy as np
+
+    from aptnn.errors import InputError
+
+    def labelled(atoms, key: str) -> bool:
+        return key in atoms.arrays and bool(np.isfinite(np.asarray(atoms.arrays[key], dtype=float)
+                                                        .reshape(len(atoms), -1)).all(axis=1).any())
+
+    for t in targets:
+        key, name, units = TARGETS[t]
+        if not any(labelled(a, key) for a in frames):
+            how = "aptnn label --pgt (or --pgt-only)" if t == "pgt" else "aptnn label"
+            raise InputError(f"--targets {','.join(targets)}: no frame has '{key}' labels ({name}s, {units}); "
+                             f"label them with `{how}` or leave '{t}' out of --targets", path)
+
+
+def _metric_line(m: dict, targets: list[str]) -> str:
+    """Best validation RMSE of every target, with units (the metrics of :func:`aptnn.train.fit`)."""
+    parts = []
+    for t in targets:
+        key = "valid_rmse_e" if t == "apt" else f"valid_rmse_{t}"
+        if key in m:
+            parts.append(f"{TARGETS[t][1]} {m[key]:.5f} {TARGETS[t][2]}")
+    text = ", ".join(parts)
+    if len(targets) > 1 and "valid_score" in m:
+        text += f" (weighted score {m['valid_score']:.4f}, dimensionless)"
+    return text
+
 
 def run_train(train_file, valid_file, output, epochs, max_time, lr, batch_size, patience, early_stopping,
               valid_fraction, seed, committee, committee_kind, cutoff, channels, layers, lmax, no_sum_rule,
-              float64, cell, description, log_file, threads, quiet, distributed) -> None:
-    """``aptnn train``: train a committee on ``train_file`` and write the checkpoint ``output``."""
+              float64, cell, description, log_file, threads, quiet, distributed, targets="apt") -> None:
+    """``aptnn train``: train a committee on ``train_file`` and write the checkpoint ``output``; ``targets``
+    ("apt", "pgt", "apt,pgt" or a list) become ``ModelConfig.targets``."""
     from pathlib import Path
 
     from aptnn import distributed as dist
-    from aptnn.errors import OutputError
+    from aptnn.errors import InputError, OutputError
     from aptnn.io import read_frames
+    from aptnn.model.network import ModelConfig, target_problem
     from aptnn.train import TrainSettings, train_committee
 
+    targets = parse_targets(targets)
+    problem = target_problem(ModelConfig(species=[1], lmax=lmax, n_layers=layers, targets=targets))
+    if problem:  # before reading any data
+        problem = problem.replace("lmax", "--lmax").replace("n_layers", "--layers")
+        raise InputError(f"--targets {','.join(targets)}: {problem}")
     set_threads(threads)
     for out in (output, log_file or output):  # fail now, not after hours of training
         if not Path(out).resolve().parent.is_dir():
             raise OutputError("cannot write: its folder does not exist", out)
     frames = read_frames(train_file, cell=cell_list(cell))
     valid = read_frames(valid_file, cell=cell_list(cell)) if valid_file else None
+    check_target_labels(frames, targets, train_file)
+    if valid is not None:
+        check_target_labels(valid, targets, valid_file)
     settings = TrainSettings(epochs=epochs, max_time=max_time * 60 if max_time else None, lr=lr,
                              batch_size=batch_size, patience=patience, early_stopping=early_stopping,
                              valid_fraction=valid_fraction, seed=seed, dtype="float64" if float64 else "float32")
@@ -43,7 +112,7 @@ def run_train(train_file, valid_file, output, epochs, max_time, lr, batch_size, 
                                   description=description, source=train_file,
                                   valid_source=valid_file or train_file, ctx=ctx, kind=committee_kind,
                                   cutoff=cutoff, channels=channels, n_layers=layers, lmax=lmax,
-                                  sum_rule=not no_sum_rule)
+                                  sum_rule=not no_sum_rule, targets=targets)
     finally:
         dist.shutdown()
     if not ctx.is_main:
@@ -51,9 +120,9 @@ def run_train(train_file, valid_file, output, epochs, max_time, lr, batch_size, 
     for m in metrics:
         who = (f"heads 0…{len(m['members']) - 1} (shared trunk)" if m.get("kind") == "heads"
                else f"member {m['member']}")
-        click.echo(f"{who}: best validation RMSE {m['valid_rmse_e']:.5f} e at epoch "
+        click.echo(f"{who}: best validation RMSE {_metric_line(m, targets)} at epoch "
                    f"{m['best_epoch']} ({m['epochs_run']} epochs, {m['wall_s'] / 60:.1f} min)")
-    if committee > 1 and valid_file:
+    if committee > 1 and valid_file and "apt" in targets:
         from aptnn.model.checkpoint import read_committee
 
         click.echo(f"committee std calibration on {valid_file}: uncertainty_scale "
@@ -94,6 +163,10 @@ def run_train(train_file, valid_file, output, epochs, max_time, lr, batch_size, 
 @click.option("--lmax", default=2, show_default=True, type=click.IntRange(0, 4),
               help="Maximum spherical-harmonic degree.")
 @click.option("--no-sum-rule", is_flag=True, help="Do not enforce Σ_i P_i = Q·I (Q = frame charge, info 'charge').")
+@click.option("--targets", default="apt", show_default=True, callback=_targets_option,
+              help="What to learn: apt (APTs, e, per-atom `apt`), pgt (polarisability-gradient tensors for Raman, "
+                   "e·Å/V, per-atom `pgt`) or apt,pgt (both, one network; loss terms weighted by 1/variance of "
+                   "each target's labels). The training frames must carry the labels.")
 @options.float64("Train in double precision (default float32).")
 @options.cell("Box lengths (Å), anchor xyz.")
 @click.option("--description", default="", help="Free text stored in the checkpoint (shown by `aptnn models`).")
@@ -104,7 +177,8 @@ def run_train(train_file, valid_file, output, epochs, max_time, lr, batch_size, 
               help="Train with all processes of a torchrun/srun launch: one member data-parallel (each "
                    "--batch-size frames shared out over the ranks), or committee members spread over ranks.")
 def train(**kwargs):
-    """Train an APT model on TRAIN_FILE (extxyz with per-atom `apt`, or anchor xyz; partial labels allowed)."""
+    """Train an APT (and/or PGT, --targets) model on TRAIN_FILE (extxyz with per-atom `apt`, e, and/or `pgt`,
+    e·Å/V, or anchor xyz; partial labels allowed). Prints each member's best validation RMSE per target."""
     run_command(lambda: run_train(**kwargs))
 
 

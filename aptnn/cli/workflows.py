@@ -14,13 +14,15 @@ from aptnn.defaults import LEARN_CHANNELS
 
 @click.command()
 @click.argument("input_file", type=click.Path(exists=True, dir_okay=False))
-@click.option("-o", "--output", required=True, help="extxyz with reference APTs (`apt`, e, row-major ∂M_ξ/∂r_ζ).")
+@click.option("-o", "--output", required=True,
+              help="extxyz with reference APTs (`apt`, e, row-major ∂M_ξ/∂r_ζ) and, with --pgt, PGTs (`pgt`, e·Å/V, "
+                   "row-major ∂α_ξη/∂r_ζ).")
 @click.option("--backend", default="xtb", show_default=True, type=click.Choice(["xtb", "pyscf", "cp2k"]),
               help="xtb: GFN2-xTB via tblite (clusters); pyscf: HF/DFT (molecules); cp2k: DFT of periodic boxes "
                    "(Berry-phase field and dipoles; cp2k.psmp on PATH).")
 @click.option("--route", default="field", show_default=True, type=click.Choice(["field", "displacement", "analytic"]),
-              help="field: P = ∂F/∂E from ±E (6 single points per frame); displacement: P = ∂M/∂r from ±δ "
-                   "(6 per atom); analytic: coupled-perturbed SCF (pyscf only).")
+              help="APT route. field: P = ∂F/∂E from ±E (6 single points per frame); displacement: P = ∂M/∂r from "
+                   "±δ (6 per atom); analytic: coupled-perturbed SCF (pyscf only).")
 @click.option("--method", default="b3lyp", show_default=True, help="pyscf: 'hf' or an XC functional.")
 @click.option("--basis", default=None, help="Basis set (pyscf default 6-31g*; cp2k default DZVP-MOLOPT-SR-GTH).")
 @click.option("--xc", default="PBE", show_default=True, help="cp2k: XC functional (with GTH-PBE potentials).")
@@ -31,23 +33,51 @@ from aptnn.defaults import LEARN_CHANNELS
               "then rerun this command with --collect).")
 @click.option("--collect", "collect_only", is_flag=True, help="cp2k: read the finished job folders, run nothing.")
 @click.option("--field", "field_strength", default=None, type=float,
-              help="Field strength in V/Å (default 0.01; cp2k 5e-4 a.u. = 0.0257 V/Å).")
-@click.option("--delta", default=0.01, show_default=True, help="Displacement in Å.")
+              help="APT field strength in V/Å (default 0.01; cp2k 5e-4 a.u. = 0.0257 V/Å).")
+@click.option("--delta", default=0.01, show_default=True, help="APT displacement in Å.")
 @click.option("--atoms", "atom_list", default=None, help="Comma-separated atom indices to label (partial labels).")
+@click.option("--pgt", is_flag=True,
+              help="Also label polarisability-gradient tensors (Raman): G[ξ,η,ζ] = ∂α_ξη/∂r_ζ in e·Å/V, the "
+                   "per-atom extxyz array `pgt` (27 numbers, row-major) next to `apt`.")
+@click.option("--pgt-only", is_flag=True,
+              help="Label only PGTs (e·Å/V); arrays already in INPUT_FILE (e.g. `apt`) are kept.")
+@click.option("--pgt-route", default=None, type=click.Choice(["field", "displacement", "field-forces"]),
+              help="PGT route. field: analytic APTs in fields ±E (6 CPHF solutions, pyscf; pyscf default); "
+                   "displacement: polarisability at ±δ per atom coordinate (pyscf analytic, cp2k linear "
+                   "response); field-forces: second differences of forces in 19 fields (xtb and cp2k default, "
+                   "also pyscf).")
+@click.option("--pgt-field", "pgt_field", default=None, type=click.FloatRange(min=0, min_open=True),
+              help="PGT field step in V/Å (default: pyscf field 0.05, pyscf field-forces 0.1, xtb 0.2, "
+                   "cp2k 3e-3 a.u. = 0.154 V/Å; xTB PGTs use SCC accuracy 1e-3).")
+@click.option("--pgt-delta", "pgt_delta", default=None, type=click.FloatRange(min=0, min_open=True),
+              help="PGT displacement in Å, displacement route (default: pyscf 0.005, cp2k 0.01).")
 @options.quiet
 def label(**kwargs):
-    """Compute reference APTs for the frames of INPUT_FILE with an electronic-structure backend."""
+    """Compute reference APTs (`apt`, e) and, with --pgt, polarisability-gradient tensors (`pgt`, e·Å/V) for the
+    frames of INPUT_FILE with an electronic-structure backend. Fields in V/Å, displacements in Å."""
     run_command(lambda: run_label(**kwargs))
 
 
 def run_label(input_file, output, backend, route, method, basis, xc, cutoff_ry, d3, cp2k_dir, jobs_only, collect_only,
-              field_strength, delta, atom_list, quiet):
+              field_strength, delta, atom_list, quiet, pgt=False, pgt_only=False, pgt_route=None, pgt_field=None,
+              pgt_delta=None):
     """``aptnn label`` (its options as arguments); aptnn's errors are raised, not printed."""
+    from aptnn.errors import InputError
     from aptnn.io import read_frames, write_frames
-    from aptnn.label.run import label_frames
+    from aptnn.label.run import PGT_DEFAULT_ROUTE, label_frames
 
     frames = read_frames(input_file)
-    indices = [int(i) for i in atom_list.split(",")] if atom_list else None
+    try:
+        indices = [int(i) for i in atom_list.split(",")] if atom_list else None
+    except ValueError:
+        raise InputError(f"--atoms {atom_list!r}: expected comma-separated atom indices", input_file) from None
+    for k, atoms in enumerate(frames):
+        bad = [i for i in indices or () if not 0 <= i < len(atoms)]
+        if bad:
+            raise InputError(f"--atoms: index {bad[0]} out of range for {len(atoms)} atoms", input_file, k)
+    pgt = pgt or pgt_only
+    if not pgt and (pgt_route or pgt_field or pgt_delta):
+        raise click.UsageError("--pgt-route, --pgt-field and --pgt-delta need --pgt or --pgt-only")
     backend_options, extra = {}, {}
     if backend == "pyscf":
         backend_options = {"method": method, "basis": basis or "6-31g*"}
@@ -59,7 +89,8 @@ def run_label(input_file, output, backend, route, method, basis, xc, cutoff_ry, 
     elif jobs_only or collect_only:
         raise click.UsageError("--jobs-only and --collect are for the cp2k backend")
     done, failed = label_frames(frames, backend, route, field_strength, delta, indices, input_file,
-                                progress=not quiet, **extra, **backend_options)
+                                progress=not quiet, apt=not pgt_only, pgt=pgt, pgt_route=pgt_route,
+                                pgt_field=pgt_field, pgt_delta=pgt_delta, **extra, **backend_options)
     if extra.get("mode") == "jobs":
         click.echo(f"wrote CP2K job folders for {len(frames)} frame(s) in {extra['workdir']}/frame*/ : run each "
                    f"run.sh (CP2K=\"srun cp2k.psmp\" to change the command), then rerun with --collect")
@@ -67,8 +98,11 @@ def run_label(input_file, output, backend, route, method, basis, xc, cutoff_ry, 
     if done:
         write_frames(output, done)
     for k, why in failed:
-        click.echo(f"frame {k}: not labelled: {why}", err=True)
-    click.echo(f"labelled {len(done)} of {len(frames)} frame(s) ({backend}, {route} route) → {output}")
+        click.echo(f"{input_file}, frame {k}: not labelled: {why}", err=True)
+    what = [] if pgt_only else [f"APTs in e, {route} route"]
+    if pgt:
+        what.append(f"PGTs in e·Å/V, {pgt_route or PGT_DEFAULT_ROUTE[backend]} route")
+    click.echo(f"labelled {len(done)} of {len(frames)} frame(s) ({backend}; {'; '.join(what)}) → {output}")
     if failed:
         sys.exit(1)
 
