@@ -153,7 +153,7 @@ def test_stream_without_dadt_is_one_error_line_naming_it(tmp_path):
 
 @pytest.mark.parametrize("args, words", [
     (["--raman", "--raman-form", "absolute"], ["--laser-nm"]),
-    (["--raman", "--eps-inf", "1.77", "--no-decompose"], ["--eps-inf", "--no-decompose", "IR"]),
+    (["--raman", "--eps-inf", "1.77", "--no-decompose"], ["--eps-inf", "IR"]),   # --no-decompose: IR and Raman
     (["--laser-nm", "532"], ["--laser-nm", "--raman"]),
     (["--raman-form", "reduced"], ["--raman-form", "--raman"]),
 ])

@@ -8,7 +8,7 @@ from click.core import ParameterSource
 from aptnn.cli.errors import run_command
 
 #: options of the IR spectrum only (refused with --raman), and of the Raman spectra only (refused without it)
-IR_ONLY = ("no_decompose", "no_members", "model_band_scale", "eps_inf")
+IR_ONLY = ("eps_inf",)
 RAMAN_ONLY = ("raman_form", "laser_nm")
 
 
@@ -32,9 +32,10 @@ def check_mode(ctx: click.Context, kwargs: dict) -> None:
 
 
 def run_raman(streams, output, plot, max_lag, window_name, qcf, temperature, volume, series, blocks, biased,
-              keep_mean, pad, max_wavenumber, raman_form, laser_nm):
+              keep_mean, pad, max_wavenumber, raman_form, laser_nm, no_decompose=False, no_members=False,
+              model_band_scale=None):
     """``aptnn spectrum --raman``: the Raman spectra of ``streams`` (their ``/dAdt``) into the CSV ``output`` (and
-    the PNG ``plot``)."""
+    the PNG ``plot``), with the group decomposition and the committee model band unless switched off."""
     from aptnn.raman import compute_raman
     from aptnn.spectrum import REQUIRED_WAVENUMBER
     from aptnn.spectrum_checks import positive_number
@@ -44,7 +45,8 @@ def run_raman(streams, output, plot, max_lag, window_name, qcf, temperature, vol
                          temperature_K=temperature, volume_A3=volume, series=list(series) or None, n_blocks=blocks,
                          biased=biased, remove_mean=not keep_mean, pad=pad,
                          required_wavenumber=min(REQUIRED_WAVENUMBER, max_wavenumber), form=raman_form,
-                         laser_nm=laser_nm)
+                         laser_nm=laser_nm, decompose=not no_decompose, members=not no_members,
+                         model_band_scale=model_band_scale)
     spec.write_csv(output)
     if plot:
         spec.plot(plot, title=", ".join(streams), max_wavenumber=max_wavenumber)
@@ -62,7 +64,8 @@ def run_spectrum(streams, output, plot, max_lag, window_name, qcf, temperature, 
 
     if raman:
         return run_raman(streams, output, plot, max_lag, window_name, qcf, temperature, volume, series, blocks,
-                         biased, keep_mean, pad, max_wavenumber, raman_form, laser_nm)
+                         biased, keep_mean, pad, max_wavenumber, raman_form, laser_nm, no_decompose, no_members,
+                         model_band_scale)
     positive_number(max_wavenumber, "maximum wavenumber (--max-wavenumber)", "cm⁻¹")
     spec = compute_spectrum(list(streams), max_lag_fs=max_lag, window_name=window_name, qcf=qcf,
                             temperature_K=temperature, volume_A3=volume, series=list(series) or None,
@@ -84,9 +87,12 @@ def run_spectrum(streams, output, plot, max_lag, window_name, qcf, temperature, 
                    "cross_section_cm2 without a volume), ± error, decomposition columns; for a committee also "
                    "member<k>, model_std, stat_std, combined_std (unit of the total); with --eps-inf also "
                    "eps_real, eps_imag, n, kappa (_dimensionless) and alpha_cm-1. With --raman: iso, aniso, vv, vh "
-                   "and their _err (unit: see --raman), depolarization_ratio_dimensionless.")
+                   "and their _err (unit: see --raman), depolarization_ratio_dimensionless, per group <pol>_group:X "
+                   "and cross term <pol>_group:X|group:Y, for a committee <pol>_member<k>, <pol>_model_std, "
+                   "<pol>_combined_std (pol = iso, aniso, vv, vh).")
 @click.option("--plot", default=None, help="Also write a PNG plot here (a second panel with α and n when "
-              "--eps-inf is given; with --raman VV, VH, iso and a second panel with ρ = VH/VV).")
+              "--eps-inf is given; with --raman VV (± model band), VH, iso, the groups' VV and a second panel with "
+              "ρ = VH/VV).")
 @click.option("--max-lag", default=2000.0, show_default=True,
               help="Correlation length in fs, > 0 (resolution ~1/(c·lag)); capped at the shortest file.")
 @click.option("--window", "window_name", default="hann", show_default=True,
@@ -111,12 +117,13 @@ def run_spectrum(streams, output, plot, max_lag, window_name, qcf, temperature, 
 @click.option("--pad", default=4, show_default=True,
               help="Zero-padding factor of the correlation (finer grid): whole number ≥ 1, "
                    "pad × lags ≤ 2²⁰ points.")
-@click.option("--no-decompose", is_flag=True, help="Skip the group auto/cross columns.")
+@click.option("--no-decompose", is_flag=True, help="Skip the group auto/cross columns (IR and --raman).")
 @click.option("--max-wavenumber", default=4500.0, show_default=True,
               help="Upper limit of the plot (cm⁻¹), > 0. The sampling must represent min(4000, this) cm⁻¹ "
                    "(1/(2c·Δt)): coarser streams are refused unless you lower it.")
 @click.option("--no-members", is_flag=True,
-              help="Committee streams (series member0…): skip the members' spectra and the model band.")
+              help="Committee streams (series member0…): skip the members' spectra and the model band (IR and "
+                   "--raman).")
 @click.option("--model-band-scale", type=float, default=None,
               help="Dimensionless factor s > 0 of the model band σ_model = s × std over the members' spectra "
                    "(same unit as the spectrum); overrides the files' uncertainty_scale attribute (1 where absent).")
@@ -127,8 +134,8 @@ def run_spectrum(streams, output, plot, max_lag, window_name, qcf, temperature, 
 @click.option("--raman", is_flag=True,
               help="Raman instead of IR, from each stream's /dAdt: dα/dt in e·Å²/(V·fs), Voigt order xx, yy, zz, "
                    "yz, xz, xy (streams without it are refused). Gives the isotropic, anisotropic, VV and VH "
-                   "spectra and the depolarisation ratio ρ = VH/VV (dimensionless, 0…3/4). Not with the IR-only "
-                   "--eps-inf, --model-band-scale, --no-members, --no-decompose.")
+                   "spectra and the depolarisation ratio ρ = VH/VV (dimensionless, 0…3/4), with the group "
+                   "decomposition and the committee model band as for IR. Not with the IR-only --eps-inf.")
 @click.option("--raman-form", type=click.Choice(["reduced", "absolute"]), default="reduced", show_default=True,
               help="With --raman: reduced spectra in Å⁴·amu⁻¹ per cm⁻¹ (no laser or Bose factor; 45·(VV + VH) "
                    "integrates to the Raman activity), or absolute Stokes cross-sections in cm²·sr⁻¹ per cm⁻¹ "
@@ -148,8 +155,9 @@ def spectrum(**kwargs):
     integrated intensity (± model ± statistical for a committee).
 
     With --raman: Raman spectra from dα/dt (/dAdt, e·Å²/(V·fs)) with the same correlation options, reduced
-    (Å⁴·amu⁻¹ per cm⁻¹) or absolute (--raman-form absolute --laser-nm NM: cm²·sr⁻¹ per cm⁻¹); prints the VV peaks
-    and ρ there.
+    (Å⁴·amu⁻¹ per cm⁻¹) or absolute (--raman-form absolute --laser-nm NM: cm²·sr⁻¹ per cm⁻¹), group auto and
+    cross terms and the committee model band as for IR; prints the VV peaks and ρ there (and the VV integral
+    ± model ± statistical for a committee).
     """
     check_mode(click.get_current_context(), kwargs)
     run_command(lambda: run_spectrum(**kwargs))
