@@ -192,7 +192,8 @@ def run_predict(model, input_file, output, batch_size, float64, cell, threads, q
     frames = read_frames(input_file, cell=cell_list(cell))
     out = predictor.annotate(frames, batch_size=batch_size, source=input_file, progress=not quiet)
     write_frames(output, out)
-    click.echo(f"wrote APTs (e) of {len(out)} frame(s) to {output}")
+    what = " and ".join({"apt": "APTs (e)", "pgt": "PGTs (e·Å/V)"}[t] for t in predictor.targets)
+    click.echo(f"wrote {what} of {len(out)} frame(s) to {output}")
 
 
 @click.command()
@@ -200,10 +201,12 @@ def run_predict(model, input_file, output, batch_size, float64, cell, threads, q
 @click.argument("input_file", type=click.Path(exists=True, dir_okay=False))
 @click.option("-o", "--output", required=True,
               help="extxyz to write, with per-atom `apt` (and `apt_std`, the raw committee std: multiply by the "
-                   "model's uncertainty_scale for calibrated error bars), e.")
+                   "model's uncertainty_scale for calibrated error bars), e; a model with a PGT head adds `pgt` (and "
+                   "`pgt_std`), 27 numbers row-major G[ξ,η,ζ] = ∂α_ξη/∂r_ζ in e·Å/V.")
 @options.evaluation()
 def predict(**kwargs):
-    """Predict APTs with MODEL (a checkpoint or a shipped model name, e.g. water-rpbe-d3) for INPUT_FILE."""
+    """Predict APTs (and PGTs, for a model with a PGT head) with MODEL (a checkpoint or a shipped model name, e.g.
+    water-rpbe-d3) for INPUT_FILE."""
     run_command(lambda: run_predict(**kwargs))
 
 
