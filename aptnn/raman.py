@@ -51,7 +51,6 @@ order, e·Å²/(V·fs): :func:`compute_raman` reads it as :func:`aptnn.spectrum.
 from __future__ import annotations
 
 import os
-import warnings
 from typing import Sequence
 
 import numpy as np
@@ -359,13 +358,7 @@ def compute_raman(paths: Sequence[str | os.PathLike], *, max_lag_fs: float = 200
                                                     n_blocks, pad)
     scale = checks.band_scale(paths, infos, model_band_scale) if len(member_series) > 1 else 1.0
     averaged = select_series(first.series, series)
-    if len(member_series) == 1:
-        warnings.warn(f"{paths[0]}: a single committee member series ({member_series[0]}): no model band (it needs "
-                      "at least 2 members)", stacklevel=2)
-        member_series = []
-    if member_series and averaged not in (["total"], ["centroid"]):
-        warnings.warn(f"the model band comes from the member series (each member's total or centroid), while the "
-                      f"spectrum is of {', '.join(averaged)}", stacklevel=2)
+    member_series = checks.band_members(paths, member_series, averaged)
     groups = [s for s in first.series if s.startswith("group:")] if decompose else []
     runs = [file_run(p, n, t, v, chunk) for p, n, (t, v) in zip(paths, frames, conditions)]
     return raman_of_runs(runs, dt, max_lag=max_lag, n_blocks=n_blocks, window_name=window_name, qcf=qcf,

@@ -24,7 +24,6 @@ n, κ and α by Kramers–Kronig (:mod:`aptnn.dielectric`).
 from __future__ import annotations
 
 import fnmatch
-import warnings
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
@@ -189,13 +188,7 @@ def compute_spectrum(paths: list[str], *, max_lag_fs: float = 2000.0, window_nam
     dt, frames, max_lag, n_blocks = checks.sampling(paths, infos, required_wavenumber, chunk, max_lag_fs,
                                                     n_blocks, pad)
     averaged = select_series(first.series, series)
-    if len(member_series) == 1:
-        warnings.warn(f"{paths[0]}: a single committee member series ({member_series[0]}): no model band (it needs "
-                      "at least 2 members)", stacklevel=2)
-        member_series = []
-    if member_series and averaged not in (["total"], ["centroid"]):
-        warnings.warn(f"the model band comes from the member series (each member's total or centroid), while the "
-                      f"spectrum is of {', '.join(averaged)}", stacklevel=2)
+    member_series = checks.band_members(paths, member_series, averaged)
     groups = [s for s in first.series if s.startswith("group:")] if decompose else []
     runs = [file_run(p, n, t, v, chunk) for p, n, (t, v) in zip(paths, frames, conditions)]
     return spectrum_of_runs(runs, dt, averaged, groups=groups, members=member_series, max_lag=max_lag,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numbers
 import re
+import warnings
 
 import numpy as np
 
@@ -236,3 +237,16 @@ def eps_inf(value) -> float:
         raise InputError(f"ε∞ (--eps-inf) = {x:g}: must be ≥ 1 (the electronic permittivity above the IR bands, "
                          "e.g. 1.77 for water)")
     return x
+
+
+def band_members(paths: list[str], member_series: list[str], averaged: list[str]) -> list[str]:
+    """The committee member series a model band is made of (IR and Raman): none with a single member, and a
+    warning when the band (members' totals or centroids) sits beside a spectrum of other series."""
+    if len(member_series) == 1:
+        warnings.warn(f"{paths[0]}: a single committee member series ({member_series[0]}): no model band (it needs "
+                      "at least 2 members)", stacklevel=3)
+        return []
+    if member_series and averaged not in (["total"], ["centroid"]):
+        warnings.warn(f"the model band comes from the member series (each member's total or centroid), while the "
+                      f"spectrum is of {', '.join(averaged)}", stacklevel=3)
+    return member_series
