@@ -234,15 +234,21 @@ def load_checkpoint(name_or_path: str | os.PathLike, dtype: torch.dtype = torch.
     return members, training
 
 
-def _load_state(net: torch.nn.Module, state: dict, where: str) -> None:
-    """Load ``state`` into ``net``, keeping the buffers ``net`` was built with.
+#: buffers fitted to each member's training data (normalisation), loaded as stored
+FITTED_BUFFERS = ("iso_mean", "component_scale", "pgt_scale")
 
-    Buffers (changes of basis, Wigner 3j symbols, output masks, the normalisation the config fixes) are
-    functions of the config, built exactly in the dtype being loaded. A checkpoint saved in float32 stores them
-    rounded to float32; loading those into a float64 network would break its equivariance at ~1e-8 (the l = 3
-    parts most). They are checked against the stored ones (float32 rounding is allowed) and kept.
+
+def _load_state(net: torch.nn.Module, state: dict, where: str) -> None:
+    """Load ``state`` into ``net``, keeping the constant buffers ``net`` was built with.
+
+    Constant buffers (changes of basis, Wigner 3j symbols, output masks, radial frequencies) depend only on the
+    architecture and are built exactly in the dtype being loaded. A checkpoint saved in float32 stores them rounded
+    to float32; loading those into a float64 network would break its equivariance at ~1e-8 (the l = 3 parts most).
+    They are checked against the stored ones (float32 rounding is allowed) and kept. The normalisation buffers
+    (:data:`FITTED_BUFFERS`, per committee member) are loaded as stored.
     """
-    built = {name: buf.detach().clone() for name, buf in net.named_buffers()}
+    built = {name: buf.detach().clone() for name, buf in net.named_buffers()
+             if name.rsplit(".", 1)[-1] not in FITTED_BUFFERS}
     try:
         net.load_state_dict(state)
     except RuntimeError as err:  # missing, unexpected or differently shaped tensors
@@ -251,6 +257,8 @@ def _load_state(net: torch.nn.Module, state: dict, where: str) -> None:
                               + (f" (and {len(lines) - 1} more)" if len(lines) > 1 else "")) from None
     with torch.no_grad():
         for name, buf in net.named_buffers():
+            if name not in built:
+                continue
             stored, exact = buf.detach().double(), built[name].double()
             if not torch.allclose(stored, exact, rtol=1e-5, atol=1e-6):
                 raise CheckpointError(f"{where}: stored buffer {name} differs from the one its config defines "
