@@ -91,6 +91,22 @@ def test_xtb_field_forces_route_matches_displaced_finite_field_polarizabilities(
     np.testing.assert_allclose(g_forces.sum(0), 0, atol=XTB_TOL * scale)
 
 
+def test_field_forces_route_gives_the_apt_of_the_same_points():
+    """``with_apt``: P_i[ξ,ζ] = ∂M_ξ/∂r_iζ from the ±h e_ξ points, in field_route's layout (not transposed)."""
+    pytest.importorskip("tblite", reason="tblite (pip install tblite) provides the xtb backend")
+    from aptnn.label.routes import field_route
+    from aptnn.label.xtb import xtb_factory
+
+    w = tilted_water()
+    make = xtb_factory(accuracy=XTB_ACCURACY)
+    g, apt = pgt_field_forces(w, make, strength=XTB_FIELD, with_apt=True)
+    np.testing.assert_allclose(g, pgt_field_forces(w, make, strength=XTB_FIELD), rtol=0, atol=1e-6 * np.abs(g).max())
+    reference = field_route(w, make)
+    error = np.abs(apt - reference).max()
+    assert error < 0.01 * np.abs(reference).max()
+    assert error < 0.1 * np.abs(apt.transpose(0, 2, 1) - reference).max()   # the transposed layout is far off
+
+
 # the PySCF tests below (the module itself does not need PySCF: the extxyz, unit and xTB tests run without it)
 needs_pyscf = pytest.mark.skipif(find_spec("pyscf") is None, reason="PySCF (pip install pyscf) is not installed")
 

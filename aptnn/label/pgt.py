@@ -134,11 +134,14 @@ def pgt_field(atoms: Atoms, method: str = "b3lyp", basis: str = "6-31g*", streng
     return sym, float(np.abs(g - sym).max() * 2 / max(np.abs(sym).max(), 1e-300))
 
 
-def pgt_field_forces(atoms: Atoms, make: Callable, strength: float = 0.2) -> np.ndarray:
+def pgt_field_forces(atoms: Atoms, make: Callable, strength: float = 0.2, with_apt: bool = False):
     """Route C: G (N, 3, 3, 3) in e·Å/V = ∂²F_iζ/∂E_ξ∂E_η from forces (eV/Å) at fields (V/Å) 0, ±h e_ξ and
     ±h e_ξ ± h e_η (ξ < η), h = ``strength``: 19 single points of a ``make(field)`` factory (``make(None)``:
     no field), e.g. :func:`aptnn.label.xtb.xtb_factory` for clusters. Second differences amplify force noise by
-    1/h², so h is larger than for APTs (xTB: use ``accuracy`` ≤ 1e-3); the error is O(h²)."""
+    1/h², so h is larger than for APTs (xTB: use ``accuracy`` ≤ 1e-3); the error is O(h²).
+
+    ``with_apt``: also the APTs from the same ±h e_ξ points, P_i[ξ,ζ] = ∂F_iζ/∂E_ξ = ∂M_ξ/∂r_iζ in e (the
+    convention of :func:`aptnn.label.routes.field_route`, O(h²) accurate): returns (G, P)."""
     def forces(field) -> np.ndarray:
         a = atoms.copy()
         a.calc = make(None if field is None else np.asarray(field, dtype=float) * strength)
@@ -147,13 +150,16 @@ def pgt_field_forces(atoms: Atoms, make: Callable, strength: float = 0.2) -> np.
     axes = np.eye(3)
     f0 = forces(None)
     g = np.empty((len(atoms), 3, 3, 3))
+    apt = np.empty((len(atoms), 3, 3))
     for xi in range(3):
-        g[:, xi, xi, :] = (forces(axes[xi]) + forces(-axes[xi]) - 2 * f0) / strength**2
+        plus, minus = forces(axes[xi]), forces(-axes[xi])
+        g[:, xi, xi, :] = (plus + minus - 2 * f0) / strength**2
+        apt[:, xi, :] = (plus - minus) / (2 * strength)
         for eta in range(xi + 1, 3):
             s, d = axes[xi] + axes[eta], axes[xi] - axes[eta]
             g[:, xi, eta, :] = g[:, eta, xi, :] = (forces(s) + forces(-s) - forces(d) - forces(-d)) / (
                 4 * strength**2)
-    return g
+    return (g, apt) if with_apt else g
 
 
 def rotate_pgt(g: np.ndarray, rot: np.ndarray) -> np.ndarray:

@@ -31,7 +31,7 @@ import numpy as np
 from ase import Atoms
 from ase.io import read, write
 
-from aptnn.label.pgt import set_pgt
+from aptnn.label.pgt import pgt_field_forces, set_pgt
 from aptnn.labels import set_apt
 
 DATA = Path("/work/shared/data/water-rpbe-d3")
@@ -80,36 +80,12 @@ def cut_cluster(frame: Atoms, n: int, rng: np.random.Generator) -> Atoms:
 
 def label(atoms: Atoms, make) -> tuple[np.ndarray, np.ndarray]:
     """(APT (N,3,3) e, PGT (N,3,3,3) e·Å/V) from the 19 route-C single points."""
-    cache = {}
-
-    def forces(field):
-        key = None if field is None else tuple(np.round(np.asarray(field) / STRENGTH, 6))
-        if key not in cache:
-            a = atoms.copy()
-            a.calc = make(None if field is None else np.asarray(field, dtype=float))
-            cache[key] = a.get_forces()
-        return cache[key]
-
-    axes = np.eye(3)
-    h = STRENGTH
-    f0 = forces(None)
-    g = np.empty((len(atoms), 3, 3, 3))
-    apt = np.empty((len(atoms), 3, 3))
-    for xi in range(3):
-        fp, fm = forces(h * axes[xi]), forces(-h * axes[xi])
-        g[:, xi, xi, :] = (fp + fm - 2 * f0) / h**2
-        apt[:, xi, :] = (fp - fm) / (2 * h)  # P_i[ξ, ζ] = ∂F_iζ/∂E_ξ (field_route's convention)
-        for eta in range(xi + 1, 3):
-            s, d = axes[xi] + axes[eta], axes[xi] - axes[eta]
-            g[:, xi, eta, :] = g[:, eta, xi, :] = (forces(h * s) + forces(-h * s) - forces(h * d)
-                                                   - forces(-h * d)) / (4 * h**2)
-    assert len(cache) == 19
+    g, apt = pgt_field_forces(atoms, make, STRENGTH, with_apt=True)
     return apt, g
 
 
 def check(make, log) -> None:
     """Route-C derived APTs and PGTs against field_route / pgt_field_forces on one cluster."""
-    from aptnn.label.pgt import pgt_field_forces
     from aptnn.label.routes import field_route
 
     frame = read(DATA / "train10.extxyz", 0)
